@@ -1,0 +1,49 @@
+# Every developer and CI command goes through here. See README.md.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: bootstrap build cluster-up cluster-down lint crds test test-unit test-integration demo bench clean
+
+## Python environment in .venv (idempotent, re-run when pyproject.toml changes).
+bootstrap:
+	dev/bootstrap
+
+## Build (or fetch from the cache) every binary the local cluster needs.
+build: bootstrap
+	dev/cluster build
+
+cluster-up: build
+	dev/cluster up
+
+cluster-down:
+	dev/cluster down
+
+## Regenerate crds/ and the chart's copies from the operator's pydantic models.
+crds: bootstrap
+	$(PY) -m rewind_operator.crdgen --out crds --chart helm/rewind/crds
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+test-unit: bootstrap
+	.venv/bin/pytest tests/test_engine tests/test_operator
+
+test-integration: build
+	.venv/bin/pytest tests/integration
+
+## Everything CI runs: lint, unit and integration tests against the real local cluster.
+test: build lint
+	.venv/bin/pytest tests
+
+## The post-analytics upgrade story on the local cluster, told in plain words.
+demo: build
+	$(PY) -m dev.demo
+
+bench: build
+	$(PY) bench/run_all.py
+
+clean: cluster-down
+	rm -rf .venv dev/.state
