@@ -1,0 +1,1 @@
+"""Connectors: the contract (`base`) and the built-in sources and sinks."""

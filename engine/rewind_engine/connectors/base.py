@@ -1,0 +1,130 @@
+"""The connector contract: how sources and sinks plug into the runtime.
+
+What flows through here: a source step owns one `Source`; the runtime asks it for its
+splits (stable string ids), assigns them to source subtasks (sorted ids, round robin)
+and opens one `SplitReader` per assigned split, handing back the position recorded in
+the snapshot it restores from (or None). Readers are polled for `SourceBatch`es. A sink
+step owns one `Sink`; every sink subtask gets a `SinkWriter` that receives batches,
+pre-commits at every checkpoint barrier and commits once that snapshot's
+`manifest.json` exists.
+
+What must stay true:
+- Positions and committables are msgpack-able plain data (dict/list/str/int/float/
+  bytes/bool/None), never objects: a snapshot is data and must survive a code upgrade.
+- `SplitReader.position()` is the position *after* the last record returned by
+  `poll`, so that a restore from it neither repeats nor skips a record.
+- `SinkWriter.commit` is idempotent: after a crash the same committable may be
+  committed again (it comes back in `Sink.open(restored=...)`).
+- The runtime calls every method of one reader/writer from one thread; connectors need
+  no locks of their own.
+
+See docs/CONTRACTS.md ("Engine internals: connectors").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Where a split reader runs: the step's uid, the subtask index and the job."""
+
+    step_uid: str
+    subtask: int
+    parallelism: int
+    job_id: str
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """Where a sink writer runs: the step's uid, the subtask index and the job.
+
+    `attempt` is unique per engine process (a restart gets a new one), so that files a
+    writer creates never collide with those of an earlier attempt of the same job.
+    """
+
+    step_uid: str
+    subtask: int
+    parallelism: int
+    job_id: str
+    attempt: str = ""
+
+
+@dataclass
+class SourceBatch:
+    """Records read from one split in one poll."""
+
+    records: list[Any]
+    timestamps: list[int] | None = None
+    """Event time of each record in ms since the epoch, when the source knows it."""
+    finished: bool = False
+    """True when a bounded split is exhausted: it is never polled again."""
+
+
+class SplitReader(ABC):
+    """Reads one split from a position; one reader per (split, engine process)."""
+
+    @abstractmethod
+    def poll(self, max_records: int) -> SourceBatch | None:
+        """Return up to `max_records` records, or None when nothing is available now."""
+
+    @abstractmethod
+    def position(self) -> Any:
+        """The position after the last polled record (msgpack-able; snapshot data)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing
+        """Release files or connections."""
+
+
+class Source(ABC):
+    """A resettable source; one instance per source step, the step owns the uid."""
+
+    @abstractmethod
+    def discover_splits(self) -> list[str]:
+        """Stable split ids; called at start and again periodically (new files, ...)."""
+
+    @abstractmethod
+    def open_split(self, split: str, position: Any | None, ctx: SourceContext) -> SplitReader:
+        """Open a reader for `split` at `position` (None: from the beginning)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the source holds (clients, watches)."""
+
+
+class SinkWriter(ABC):
+    """Writes one sink subtask's output with two-phase commit."""
+
+    @abstractmethod
+    def write(self, records: list[Any]) -> None:
+        """Take a batch of records (buffered or staged, not yet visible)."""
+
+    @abstractmethod
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        """Stage everything written since the last pre-commit; return a committable.
+
+        The committable (msgpack-able, or None when there is nothing to commit) is
+        stored in the snapshot and later handed to `commit`.
+        """
+
+    @abstractmethod
+    def commit(self, checkpoint_id: int, committable: Any) -> None:
+        """Make a pre-committed stage visible. Idempotent. Called after manifest.json."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files or connections; staged but uncommitted output stays staged."""
+
+
+class Sink(ABC):
+    """A sink step's factory of writers."""
+
+    @abstractmethod
+    def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
+        """Open a writer for one subtask.
+
+        `restored` holds committables that were pre-committed before a crash or stop
+        and may not have been committed; the writer must commit them again,
+        idempotently, before it writes new output.
+        """
