@@ -1,0 +1,107 @@
+"""The pinned components: what each one is built from and which binaries it yields.
+
+A pin is read from the committed build input (a wrapper module's go.mod, or the Kafka
+pom), so moving a version is a one-line change there. The cache folder is named
+`<component>-<version>`, and a digest of the build inputs is kept beside the binaries,
+so a changed go.sum or pom also triggers a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dev.plane.layout import REPO, cache_root
+
+
+@dataclass(frozen=True)
+class Component:
+    """One cached build: either Go packages from a wrapper module, or Maven jars."""
+
+    name: str
+    source: Path
+    """The folder holding the build inputs (go.mod and go.sum, or pom.xml)."""
+    pinned_module: str | None = None
+    """Go: the required module whose version is the pin."""
+    binaries: dict[str, str] = field(default_factory=dict)
+    """Go: binary name -> package path."""
+
+    @property
+    def kind(self) -> str:
+        return "go" if self.pinned_module else "maven"
+
+    @property
+    def inputs(self) -> list[Path]:
+        names = ["go.mod", "go.sum"] if self.kind == "go" else ["pom.xml"]
+        return [self.source / n for n in names]
+
+    @property
+    def version(self) -> str:
+        if self.pinned_module:
+            text = (self.source / "go.mod").read_text()
+            pattern = rf"^\s*(?:require\s+)?{re.escape(self.pinned_module)}\s+(\S+)"
+            m = re.search(pattern, text, re.M)
+            if not m:
+                raise RuntimeError(f"{self.source}/go.mod does not require {self.pinned_module}")
+            return m.group(1)
+        pom = (self.source / "pom.xml").read_text()
+        m = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+        if not m:
+            raise RuntimeError(f"{self.source}/pom.xml has no <kafka.version>")
+        return m.group(1)
+
+    @property
+    def digest(self) -> str:
+        """Digest of the build inputs; a different digest means the cache is stale."""
+        h = hashlib.sha256()
+        for p in self.inputs:
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def cache_dir(self) -> Path:
+        return cache_root() / f"{self.name}-{self.version}"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.cache_dir / "bin"
+
+    def binary(self, name: str) -> Path:
+        return self.bin_dir / name
+
+
+DEV = REPO / "dev"
+
+KUBERNETES = Component(
+    name="kubernetes",
+    source=DEV / "k8s",
+    pinned_module="k8s.io/kubernetes",
+    binaries={
+        c: f"k8s.io/kubernetes/cmd/{c}"
+        for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    },
+)
+ETCD = Component(
+    name="etcd",
+    source=DEV / "etcd",
+    pinned_module="go.etcd.io/etcd/server/v3",
+    binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+)
+HELM = Component(
+    name="helm",
+    source=DEV / "helm",
+    pinned_module="helm.sh/helm/v3",
+    binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+)
+MINIO = Component(
+    name="minio",
+    source=DEV / "minio",
+    pinned_module="github.com/minio/minio",
+    binaries={"minio": "github.com/minio/minio"},
+)
+KAFKA = Component(name="kafka", source=DEV / "kafka")
+
+ALL: tuple[Component, ...] = (ETCD, KUBERNETES, HELM, MINIO, KAFKA)
+BY_NAME = {c.name: c for c in ALL}

@@ -1,0 +1,83 @@
+"""Fixtures for tests against the real local cluster (dev/cluster).
+
+`cluster` (session) brings the cluster up unless it runs, exports its variables into
+this process's environment (so boto3, the Kubernetes client and child processes find
+it) and stops it at the end only if it started it. `namespace` and `s3_bucket` give each
+test a fresh, uniquely named place that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+
+from dev import devcluster
+from dev.devcluster import ClusterEnv
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterEnv]:
+    started = not devcluster.is_up()
+    env = devcluster.ensure_up()
+    saved = {k: os.environ.get(k) for k in env.env()}
+    os.environ.update(env.env())
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if started:
+            devcluster.down()
+
+
+def _unique(prefix: str, request: pytest.FixtureRequest, limit: int) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    suffix = uuid.uuid4().hex[:6]
+    return f"{prefix}-{base[: limit - len(prefix) - len(suffix) - 2].strip('-')}-{suffix}"
+
+
+@pytest.fixture
+def namespace(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = _unique("t", request, 63)
+    devcluster.kubectl("create", "namespace", name, check=True, env=cluster)
+    yield name
+    # Not waited for: the namespace controller finishes the deletion in the background.
+    devcluster.kubectl("delete", "namespace", name, "--wait=false", env=cluster)
+
+
+@pytest.fixture
+def s3_bucket(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new, empty bucket on MinIO; emptied and removed after the test."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cluster.s3_endpoint,
+        aws_access_key_id=cluster.aws_access_key_id,
+        aws_secret_access_key=cluster.aws_secret_access_key,
+        region_name=cluster.aws_region,
+    )
+    name = _unique("t", request, 63)
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+    s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def kafka_bootstrap(cluster: ClusterEnv) -> str:
+    """`host:port` of the single Kafka broker (KRaft, transactions enabled)."""
+    return cluster.kafka_bootstrap
