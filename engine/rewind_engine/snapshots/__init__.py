@@ -1,0 +1,54 @@
+"""Snapshots (checkpoints and savepoints): format, storage, writing, reading, managing.
+
+Public for the runtime, the CLI and the operator (see docs/CONTRACTS.md and
+docs/snapshot-format.md). State flows runtime -> `SnapshotWriter` -> data files +
+manifest.json (last) -> `SnapshotReader` -> runtime; the helpers below work on
+snapshots at rest, without a running job.
+"""
+
+from .describe import describe, render
+from .errors import (
+    CorruptSnapshotError,
+    IncompatibleSnapshotError,
+    NotFoundError,
+    SnapshotError,
+    StorageError,
+)
+from .layout import checkpoint_uri, default_savepoint_uri, new_savepoint_id
+from .manage import SnapshotInfo, dispose, latest, list_snapshots, prune, read_manifest, verify
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, Kind, Manifest, StepState, SubtaskFile
+from .reader import SnapshotReader
+from .storage import Storage, join_uri, open_storage
+from .writer import SnapshotMeta, SnapshotWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "CorruptSnapshotError",
+    "IncompatibleSnapshotError",
+    "Kind",
+    "Manifest",
+    "NotFoundError",
+    "SnapshotError",
+    "SnapshotInfo",
+    "SnapshotMeta",
+    "SnapshotReader",
+    "SnapshotWriter",
+    "StepState",
+    "Storage",
+    "StorageError",
+    "SubtaskFile",
+    "checkpoint_uri",
+    "default_savepoint_uri",
+    "describe",
+    "dispose",
+    "join_uri",
+    "latest",
+    "list_snapshots",
+    "new_savepoint_id",
+    "open_storage",
+    "prune",
+    "read_manifest",
+    "render",
+    "verify",
+]

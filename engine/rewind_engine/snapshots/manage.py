@@ -1,0 +1,201 @@
+"""Snapshots as things: read, verify, list, find the latest, dispose, prune.
+
+These work straight on storage, without a running job, so the operator and the CLI
+can manage savepoints (retention, `--restore latest`, `disposeOnDelete`) on their own.
+
+What must stay true:
+- `dispose` deletes manifest.json FIRST: a half-deleted snapshot never looks complete.
+- `prune` deletes only checkpoints of the given job, never a savepoint, never the
+  newest `keep` checkpoints, and never a folder that may be a checkpoint in progress.
+- a folder without a manifest is not a snapshot: it is never listed or restored.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from .errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError
+from .layout import CHECKPOINTS, checkpoint_number
+from .manifest import MANIFEST_NAME, Manifest, parse_manifest, parse_time
+from .reader import load_manifest, read_verified
+from .storage import join_uri, open_storage
+
+log = structlog.get_logger(__name__)
+
+_LIST_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot found under a location."""
+
+    uri: str
+    kind: str
+    snapshot_id: str | int
+    job_id: str
+    created_at: datetime
+    size_bytes: int
+    format_version: int
+    problem: str | None = None
+    """Why this engine cannot restore it (a newer format), else None."""
+
+
+def read_manifest(uri: str) -> Manifest:
+    """The validated manifest of the snapshot at `uri` (checks the format version)."""
+    return load_manifest(open_storage(uri))
+
+
+def verify(uri: str) -> Manifest:
+    """Check every data file of the snapshot against the manifest (size and sha256).
+
+    Returns the manifest; raises one `CorruptSnapshotError` listing every bad file."""
+    storage = open_storage(uri)
+    manifest = load_manifest(storage)
+    entries = [entry for step in manifest.steps.values() for entry in step.subtasks]
+    problems: list[str] = []
+
+    def check(entry_index: int) -> None:
+        try:
+            read_verified(storage, entries[entry_index])
+        except SnapshotError as exc:
+            problems.append(str(exc))
+
+    with ThreadPoolExecutor(_LIST_WORKERS, thread_name_prefix="rewind-verify") as pool:
+        list(pool.map(check, range(len(entries))))
+    if problems:
+        raise CorruptSnapshotError(
+            f"snapshot {storage.uri} failed verification ({len(problems)} of {len(entries)} "
+            f"files): " + "; ".join(sorted(problems))
+        )
+    return manifest
+
+
+def dispose(uri: str) -> None:
+    """Delete the snapshot folder at `uri`: manifest.json first, then the data.
+
+    Idempotent: disposing of a folder that is already gone is not an error."""
+    storage = open_storage(uri)
+    storage.delete(MANIFEST_NAME)
+    storage.delete_prefix("")
+
+
+def list_snapshots(
+    location: str, *, job_id: str | None = None, kind: str | None = None
+) -> list[SnapshotInfo]:
+    """Every complete snapshot (folder with a manifest) under `location`, newest first.
+
+    A manifest from a newer Rewind is listed with `problem` set; a malformed one is
+    skipped with a warning (it cannot be restored and its age is unknown)."""
+    storage = open_storage(location)
+    keys = [
+        key for key in storage.list() if key == MANIFEST_NAME or key.endswith("/" + MANIFEST_NAME)
+    ]
+
+    def load(key: str) -> SnapshotInfo | None:
+        folder_uri = join_uri(storage.uri, key[: -len(MANIFEST_NAME)])
+        try:
+            data = storage.get(key)
+        except SnapshotError as exc:  # deleted between list and get: not there any more
+            log.warning("snapshot_unreadable", uri=folder_uri, error=str(exc))
+            return None
+        try:
+            manifest = parse_manifest(data, f"{folder_uri}/{MANIFEST_NAME}")
+        except IncompatibleSnapshotError as exc:
+            return _info_from_newer(folder_uri, data, str(exc))
+        except CorruptSnapshotError as exc:
+            log.warning("snapshot_malformed", uri=folder_uri, error=str(exc))
+            return None
+        return SnapshotInfo(
+            uri=folder_uri,
+            kind=manifest.kind,
+            snapshot_id=manifest.snapshot_id,
+            job_id=manifest.job_id,
+            created_at=manifest.created,
+            size_bytes=manifest.size_bytes,
+            format_version=manifest.format_version,
+        )
+
+    with ThreadPoolExecutor(_LIST_WORKERS, thread_name_prefix="rewind-list") as pool:
+        found = [info for info in pool.map(load, keys) if info is not None]
+    found = [
+        info
+        for info in found
+        if (job_id is None or info.job_id == job_id) and (kind is None or info.kind == kind)
+    ]
+    return sorted(found, key=lambda info: (info.created_at, info.uri), reverse=True)
+
+
+def _info_from_newer(uri: str, data: bytes, problem: str) -> SnapshotInfo | None:
+    try:
+        raw = json.loads(data)
+        return SnapshotInfo(
+            uri=uri,
+            kind=str(raw["kind"]),
+            snapshot_id=raw["snapshot_id"],
+            job_id=str(raw["job_id"]),
+            created_at=parse_time(str(raw["created_at"])),
+            size_bytes=int(raw.get("size_bytes", 0)),
+            format_version=int(raw["format_version"]),
+            problem=problem,
+        )
+    except (KeyError, TypeError, ValueError):
+        log.warning("snapshot_malformed", uri=uri, error=problem)
+        return None
+
+
+def latest(location: str, *, job_id: str | None = None) -> str | None:
+    """URI of the newest complete checkpoint or savepoint under `location` (for
+    `--restore latest`), or None when there is none.
+
+    If the newest one was written by a newer Rewind this raises rather than silently
+    restoring older state."""
+    for info in list_snapshots(location, job_id=job_id):
+        if info.problem is not None:
+            raise IncompatibleSnapshotError(
+                f"the newest snapshot under {location} cannot be restored: {info.problem}"
+            )
+        return info.uri
+    return None
+
+
+def prune(location: str, job_id: str, keep: int) -> list[str]:
+    """Delete all but the newest `keep` checkpoints of `job_id`; returns deleted URIs.
+
+    Also removes abandoned checkpoint folders (no manifest, older than the newest
+    complete checkpoint: a checkpoint in progress always has a higher number). Only
+    `LOCATION/checkpoints/<job_id>/` is looked at, and a manifest whose kind is not
+    `checkpoint` is kept: savepoints are never pruned."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the newest checkpoint is needed), got {keep}")
+    base = join_uri(location, CHECKPOINTS, job_id)
+    storage = open_storage(base)
+    complete: dict[int, bool] = {}
+    for key in storage.list():
+        folder, _, rest = key.partition("/")
+        number = checkpoint_number(folder)
+        if number is None:
+            continue
+        complete[number] = complete.get(number, False) or rest == MANIFEST_NAME
+    done = sorted((n for n, ok in complete.items() if ok), reverse=True)
+    doomed = [n for n in done[keep:]]
+    if done:
+        doomed += [n for n, ok in complete.items() if not ok and n < done[0]]
+    deleted: list[str] = []
+    for number in sorted(doomed):
+        uri = join_uri(base, f"chk-{number}")
+        if complete[number]:
+            kind: str
+            try:
+                kind = load_manifest(open_storage(uri)).kind
+            except SnapshotError:
+                kind = "unknown"
+            if kind != "checkpoint":
+                continue  # a savepoint (or something we cannot read) is never pruned
+        dispose(uri)
+        deleted.append(uri)
+    return deleted

@@ -1,0 +1,203 @@
+"""SnapshotReader: manifest.json -> the state of the steps, by uid and key group.
+
+A restore at another parallelism asks for the key groups its new subtask owns; the
+reader fetches only the data files whose key-group range overlaps, and from each only
+the byte ranges of the wanted blocks (contiguous blocks are merged into one ranged read).
+Fetches run in parallel in a small thread pool; decoding happens in the caller's thread.
+
+What must stay true: every byte handed out was checked against the manifest: a whole
+file against its sha256 and size, a ranged read block by block against the block's
+sha256. A mismatch raises `CorruptSnapshotError` naming the file, the expected and the
+actual checksum; nothing unverified is ever decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from . import codec
+from .errors import CorruptSnapshotError, IncompatibleSnapshotError, NotFoundError
+from .manifest import MANIFEST_NAME, Manifest, SubtaskFile, parse_manifest
+from .storage import Storage, open_storage
+
+READ_WORKERS = 4
+"""Parallel fetches per reader: enough to overlap network latency with decoding."""
+
+
+def load_manifest(storage: Storage) -> Manifest:
+    """Read and validate manifest.json at the root of `storage`."""
+    try:
+        data = storage.get(MANIFEST_NAME)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"no snapshot at {storage.uri}: {MANIFEST_NAME} missing (a snapshot without a "
+            "manifest is incomplete or was never written)"
+        ) from exc
+    return parse_manifest(data, f"{storage.uri}/{MANIFEST_NAME}")
+
+
+def _checksum_error(where: str, what: str, expected: str, actual: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(
+        f"checksum mismatch in {where} ({what}): expected sha256 {expected}, got {actual}; "
+        "the file was altered or truncated after the snapshot was written"
+    )
+
+
+class SnapshotReader:
+    """Reads one snapshot (validated on construction). Close it, or use `with`."""
+
+    def __init__(
+        self, uri: str, *, max_parallelism: int | None = None, max_workers: int = READ_WORKERS
+    ) -> None:
+        self._storage = open_storage(uri)
+        self.uri = self._storage.uri
+        self.manifest = load_manifest(self._storage)
+        if max_parallelism is not None and max_parallelism != self.manifest.max_parallelism:
+            raise IncompatibleSnapshotError(
+                f"snapshot {self.uri} was taken with max_parallelism "
+                f"{self.manifest.max_parallelism}, but the job has max_parallelism "
+                f"{max_parallelism}: keyed state cannot be redistributed across a different "
+                f"number of key groups; run with --max-parallelism "
+                f"{self.manifest.max_parallelism}"
+            )
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="rewind-restore")
+
+    def uids(self) -> list[str]:
+        """The uids of the steps that have state in this snapshot."""
+        return list(self.manifest.steps)
+
+    def parallelism(self, uid: str) -> int:
+        return self.manifest.steps[uid].parallelism
+
+    def keyed_state(self, uid: str, key_groups: Iterable[int]) -> Iterator[tuple[int, Any]]:
+        """(key group, state) for every wanted key group that has state, ascending.
+
+        A uid without state in the snapshot (a new step) yields nothing."""
+        step = self.manifest.steps.get(uid)
+        if step is None:
+            return
+        wanted = set(key_groups)
+        if not wanted:
+            return
+        # Start every fetch first (parallel), then decode in order as they arrive.
+        pending: list[tuple[SubtaskFile, list[tuple[int, int, int, str]], Future[bytes], int]] = []
+        for entry in step.subtasks:
+            start, end = entry.key_group_range
+            if not any(start <= group < end for group in wanted):
+                continue
+            chosen = [block for block in entry.blocks if block[0] in wanted]
+            if not chosen:
+                continue
+            if len(chosen) == len(entry.blocks):
+                # The whole file is needed: one read, checked against the file's sha256.
+                future = self._pool.submit(self._read_whole, entry)
+                pending.append((entry, chosen, future, 0))
+                continue
+            for run in _contiguous_runs(chosen):
+                base = run[0][1]
+                length = run[-1][1] + run[-1][2] - base
+                future = self._pool.submit(self._read_range, entry, base, length)
+                pending.append((entry, run, future, base))
+        for entry, blocks, future, base in pending:
+            data = memoryview(future.result())
+            whole_file = base == 0 and len(blocks) == len(entry.blocks)
+            for group, offset, length, digest in blocks:
+                block = data[offset - base : offset - base + length]
+                if not whole_file:
+                    actual = hashlib.sha256(block).hexdigest()
+                    if actual != digest:
+                        raise _checksum_error(
+                            f"{self.uri}/{entry.file}", f"key group {group}", digest, actual
+                        )
+                yield group, self._decode(entry, block, f"key group {group}")
+
+    def operator_states(self, uid: str) -> list[Any]:
+        """The operator state of every subtask of `uid` at snapshot time, in subtask
+        order (None where a subtask had none); [] for a uid without state."""
+        step = self.manifest.steps.get(uid)
+        if step is None:
+            return []
+        futures: list[tuple[SubtaskFile, Future[bytes] | None]] = []
+        for entry in sorted(step.subtasks, key=lambda e: e.subtask):
+            if entry.operator_state is None:
+                futures.append((entry, None))
+                continue
+            offset, length, _ = entry.operator_state
+            futures.append((entry, self._pool.submit(self._read_range, entry, offset, length)))
+        states: list[Any] = []
+        for entry, future in futures:
+            if future is None or entry.operator_state is None:
+                states.append(None)
+                continue
+            data = future.result()
+            expected = entry.operator_state[2]
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expected:
+                raise _checksum_error(
+                    f"{self.uri}/{entry.file}", "operator state", expected, actual
+                )
+            states.append(self._decode(entry, data, "operator state"))
+        return states
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> SnapshotReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- fetching -------------------------------------------------------------------
+
+    def _read_whole(self, entry: SubtaskFile) -> bytes:
+        return read_verified(self._storage, entry)
+
+    def _read_range(self, entry: SubtaskFile, offset: int, length: int) -> bytes:
+        data = self._storage.get_range(entry.file, offset, length)
+        if len(data) != length:
+            raise CorruptSnapshotError(
+                f"{self.uri}/{entry.file} is truncated: the manifest says it has "
+                f"{entry.size} bytes, but bytes {offset}..{offset + length - 1} could not "
+                f"all be read (got {len(data)} of {length})"
+            )
+        return data
+
+    def _decode(self, entry: SubtaskFile, data: bytes | memoryview, what: str) -> Any:
+        try:
+            return codec.decode(data)
+        except Exception as exc:
+            raise CorruptSnapshotError(
+                f"cannot decode {what} in {self.uri}/{entry.file}: {exc}"
+            ) from exc
+
+
+def read_verified(storage: Storage, entry: SubtaskFile) -> bytes:
+    """The whole data file, checked against the manifest's size and sha256."""
+    data = storage.get(entry.file)
+    where = f"{storage.uri}/{entry.file}"
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.sha256:
+        if len(data) != entry.size:
+            raise CorruptSnapshotError(
+                f"{where} is truncated or altered: expected {entry.size} bytes with sha256 "
+                f"{entry.sha256}, found {len(data)} bytes with sha256 {actual}"
+            )
+        raise _checksum_error(where, "whole file", entry.sha256, actual)
+    return data
+
+
+def _contiguous_runs(
+    blocks: list[tuple[int, int, int, str]],
+) -> list[list[tuple[int, int, int, str]]]:
+    """Group blocks (sorted by offset) into runs that are adjacent in the file."""
+    runs: list[list[tuple[int, int, int, str]]] = []
+    for block in sorted(blocks, key=lambda b: b[1]):
+        if runs and runs[-1][-1][1] + runs[-1][-1][2] == block[1]:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs

@@ -1,0 +1,118 @@
+"""Storage by URI: one small interface over a local folder and an S3 prefix.
+
+Bytes flow through here between the snapshot writer/reader and the place a snapshot
+lives. A `Storage` is rooted at a folder URI (`file:///abs/path`, `s3://bucket/prefix`,
+or a plain path, which means `file://`); every key is a relative, `/`-separated path
+under that root. What must stay true:
+
+- `put` is atomic: a reader sees the whole new content or nothing (temp file + rename
+  on `file://`; a single PUT or a completed multipart upload on S3).
+- keys never escape the root (no `..`, no absolute keys): manifests are untrusted input.
+- every failure is a `StorageError` whose message names the URI and the cause.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from .errors import StorageError
+
+FILE_SCHEME = "file"
+S3_SCHEME = "s3"
+
+
+class Storage(Protocol):
+    """A folder of files (objects) addressed by relative keys."""
+
+    @property
+    def uri(self) -> str:
+        """The root's URI, without a trailing slash."""
+        ...
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Write `data` to `key` atomically, replacing any previous content."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The whole content of `key`; `NotFoundError` if it does not exist."""
+        ...
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of `key` from `offset`; fewer if the file is shorter."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under the folder `prefix` (recursively), sorted."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete one key; no error if it does not exist."""
+        ...
+
+    def delete_prefix(self, prefix: str = "") -> None:
+        """Delete every key under the folder `prefix` ("" = the whole root)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size of `key` in bytes; `NotFoundError` if it does not exist."""
+        ...
+
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def split_scheme(uri: str) -> tuple[str, str]:
+    """(`scheme`, rest) of a URI; a plain path is `file`. Raises for other schemes."""
+    match = _SCHEME_RE.match(uri)
+    if match is None:
+        if not uri:
+            raise StorageError("empty snapshot URI: use file:///path or s3://bucket/prefix")
+        return FILE_SCHEME, uri
+    scheme = match.group(1).lower()
+    if scheme not in (FILE_SCHEME, S3_SCHEME):
+        raise StorageError(
+            f"unsupported scheme '{match.group(1)}' in '{uri}', use file:// or s3://"
+        )
+    return scheme, uri[match.end() :]
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """`base/part/part`, with exactly one slash between the pieces."""
+    pieces = [base.rstrip("/")] + [p.strip("/") for p in parts if p.strip("/")]
+    return "/".join(pieces)
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a safe relative key, else raise `StorageError`."""
+    if not key or key.startswith("/") or "\\" in key:
+        raise StorageError(f"invalid file key {key!r}: keys are relative '/'-separated paths")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(f"invalid file key {key!r}: no empty, '.' or '..' components")
+    return key
+
+
+def folder_prefix(prefix: str) -> str:
+    """Normalise a folder prefix: "" stays "", "a/b" becomes "a/b/"."""
+    prefix = prefix.strip("/")
+    if not prefix:
+        return ""
+    check_key(prefix)
+    return prefix + "/"
+
+
+def open_storage(uri: str) -> Storage:
+    """The storage rooted at `uri` (`file://`, `s3://` or a plain path)."""
+    scheme, _ = split_scheme(uri)
+    # Imported here: boto3 takes a while to import, and file:// users never need it.
+    if scheme == S3_SCHEME:
+        from .s3_storage import S3Storage  # noqa: PLC0415
+
+        return S3Storage.from_uri(uri)
+    from .file_storage import FileStorage  # noqa: PLC0415 - it imports this module
+
+    return FileStorage.from_uri(uri)
