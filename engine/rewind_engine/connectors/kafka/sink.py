@@ -1,0 +1,491 @@
+"""KafkaSink: exactly-once output with Kafka transactions, or at-least-once for speed.
+
+What flows through here: every sink subtask gets a writer. `write` turns each record
+into (topic, partition, key bytes, value bytes, headers) through the user's extractors
+and formats. At-least-once writers produce at once and flush at each barrier.
+Exactly-once writers hold each checkpoint's output in the committable (so it is part of
+the snapshot) and produce it inside one Kafka transaction when the snapshot is complete.
+
+Why the exactly-once writer buffers instead of producing into an open transaction like
+Flink: librdkafka (and so confluent-kafka) cannot resume another producer's prepared
+transaction, so after a crash the transaction of a completed snapshot could be neither
+committed nor reproduced, and its output would be lost. With the records in the
+committable the transaction can always be replayed, and a marker committed atomically
+with it tells a replay whether it already happened. The cost is latency (output leaves
+at the checkpoint, which is when read_committed readers could see it anyway) and
+snapshot size (one checkpoint interval of output).
+
+The exactly-once protocol, step by step:
+
+1. Identity. Each writer has a *writer id* W = "{prefix}.{step uid}.{subtask}" (prefix
+   defaults to "rewind-{job id}"; set `transactional_id_prefix` to a stable name such as
+   the app's to fence zombies across restarts too). W is the producer's
+   `transactional.id` and the consumer group that holds W's commit marker. Each writer
+   instance also draws a random *run token* t.
+2. Open. `init_transactions()` with W fences any older producer with the same id and
+   aborts (or finishes) its in-flight transaction, so from here on W's state on the
+   brokers is settled. The writer then reads W's marker (below).
+3. Restored committables. Each one names its owner W', token t' and epochs
+   [(checkpoint id, records), ...]. For each, the writer uses a producer with
+   transactional.id W' (its own if W' == W; a short-lived one otherwise, which fences
+   W''s zombies as in step 2), reads W''s marker with `require_stable`, and produces
+   every epoch whose checkpoint id is above marker[t'] in one transaction together with
+   the new marker; epochs at or below it were committed before and are skipped. This
+   happens before any new output (the sink contract).
+4. `write(records)` encodes the records and appends them to the current epoch; nothing
+   is sent.
+5. `pre_commit(n)` closes the epoch as checkpoint n and returns
+   {W, t, every epoch not yet committed}: an epoch whose checkpoint failed rolls into
+   the next committable instead of being lost.
+6. `commit(n)` (after manifest.json exists): one transaction produces every pending
+   epoch with id <= n, in order, and commits W's marker {t: n, ...} through
+   `send_offsets_to_transaction` (group W, offset n on partition 0 of the sink's topic,
+   the token map as offset metadata). Records and marker become visible together or not
+   at all. A commit for an epoch already committed does nothing (idempotent).
+7. Errors. A retriable error retries the commit call; an error that requires an abort
+   aborts and replays the whole transaction from the buffer (still in memory); a fatal
+   error or `ProducerFenced` fails the job, which then restores and continues at step 2.
+8. Why a token map and not one number: a restore from an *older* savepoint starts a
+   new run token, so the marker of the old run still says how far that run got; the map
+   keeps the last `MARKER_TOKENS` runs (offset metadata is limited to ~4 KB). A token
+   that fell out of the map is treated as not committed (at-least-once, logged).
+
+The at-least-once writer produces in `write` with an idempotent producer and waits in
+`pre_commit` until the broker acknowledged everything, so a completed snapshot never
+has output missing before it; after a crash the output since the snapshot is sent again.
+
+What must stay true: partitioning by key uses murmur2 (the Java client's), so the same
+key lands in the same partition as with Kafka Streams; headers and keys pass through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from ..base import Sink, SinkContext, SinkWriter
+from .config import (
+    ConfigValue,
+    KafkaUnavailableError,
+    admin_config,
+    bootstrap_servers,
+    consumer_config,
+    is_retriable,
+    producer_config,
+    with_retries,
+)
+from .serde import Encoder, Format, RecordEncodeError, encoder
+
+log = logging.getLogger("rewind.kafka.sink")
+
+Delivery = Literal["exactly-once", "at-least-once"]
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
+
+MARKER_TOKENS = 40
+"""Run tokens kept in a writer's marker: 40 x ~25 bytes stays far below the broker's
+offset metadata limit (offset.metadata.max.bytes, 4096 by default)."""
+
+COMMITTABLE_VERSION = 1
+
+# One encoded record: [topic or None (the sink's), partition (-1: by key), key, value,
+# headers or None]. Plain lists, so the committable is msgpack data.
+Encoded = list[Any]
+
+
+class KafkaSink(Sink):
+    """Writes records to Kafka: `topic`, or per record with `topic_of`.
+
+    By default a record is the value and has no key. `key`, `value`, `headers`,
+    `partition` and `topic_of` are functions of the record; `key_format` and
+    `value_format` encode what they return. Records with a key are partitioned by the
+    key's murmur2 hash (as the Java client does) unless `partition` says otherwise.
+    `config` is passed to librdkafka (security, batching, ...).
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str | None = None,
+        config: Mapping[str, ConfigValue] | None = None,
+        delivery: Delivery = "exactly-once",
+        key: Callable[[Any], Any] | None = None,
+        value: Callable[[Any], Any] | None = None,
+        headers: Callable[[Any], Headers | None] | None = None,
+        partition: Callable[[Any], int | None] | None = None,
+        topic_of: Callable[[Any], str] | None = None,
+        key_format: Format | Encoder = "utf-8",
+        value_format: Format | Encoder = "json",
+        transactional_id_prefix: str | None = None,
+        transaction_timeout_s: float = 300.0,
+        commit_timeout_s: float = 600.0,
+    ) -> None:
+        if not topic:
+            raise ValueError("KafkaSink needs a topic")
+        if delivery not in ("exactly-once", "at-least-once"):
+            raise ValueError(f"delivery must be exactly-once or at-least-once: {delivery!r}")
+        self.topic = topic
+        self.servers = bootstrap_servers
+        self.config: dict[str, ConfigValue] = dict(config or {})
+        self.delivery: Delivery = delivery
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.partition = partition
+        self.topic_of = topic_of
+        self.encode_key = encoder(key_format)
+        self.encode_value = encoder(value_format)
+        self.transactional_id_prefix = transactional_id_prefix
+        self.transaction_timeout_s = transaction_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+
+    def writer_id(self, ctx: SinkContext, subtask: int | None = None) -> str:
+        prefix = self.transactional_id_prefix or f"rewind-{ctx.job_id}"
+        return f"{prefix}.{ctx.step_uid}.{ctx.subtask if subtask is None else subtask}"
+
+    def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
+        servers = bootstrap_servers(self.servers)
+        if self.delivery == "at-least-once":
+            return AtLeastOnceWriter(self, servers)
+        return ExactlyOnceWriter(self, ctx, servers, restored)
+
+    # -- encoding, shared by both writers ---------------------------------------------
+
+    def encode(self, records: Iterable[Any]) -> list[Encoded]:
+        """Records -> [topic|None, partition, key, value, headers|None]; errors name the record."""
+        key_of, value_of, headers_of = self.key, self.value, self.headers
+        partition_of, topic_of = self.partition, self.topic_of
+        encode_key, encode_value = self.encode_key, self.encode_value
+        out: list[Encoded] = []
+        append = out.append
+        for record in records:
+            try:
+                key = encode_key(key_of(record)) if key_of is not None else None
+                value = encode_value(value_of(record) if value_of is not None else record)
+                headers = _headers(headers_of(record)) if headers_of is not None else None
+                part = partition_of(record) if partition_of is not None else None
+                topic = topic_of(record) if topic_of is not None else None
+            except Exception as exc:
+                raise RecordEncodeError(
+                    f"cannot encode a record for Kafka topic {self.topic!r}: "
+                    f"{type(exc).__name__}: {exc}; record: {record!r:.200}"
+                ) from exc
+            append([topic, -1 if part is None else part, key, value, headers])
+        return out
+
+
+def _headers(headers: Headers | None) -> list[list[Any]] | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [[str(k), v.encode() if isinstance(v, str) else v] for k, v in items]
+
+
+def _produce_all(producer: Producer, default_topic: str, records: list[Encoded]) -> None:
+    """Queue every record, waiting for queue space instead of failing when it is full."""
+    produce = producer.produce
+    for topic, partition, key, value, headers in records:
+        while True:
+            try:
+                if headers is None:
+                    produce(topic or default_topic, value, key, partition)
+                else:
+                    produce(
+                        topic or default_topic,
+                        value,
+                        key,
+                        partition,
+                        headers=[(h[0], h[1]) for h in headers],
+                    )
+                break
+            except BufferError:
+                # librdkafka's local queue is full: serve delivery reports until it drains.
+                producer.poll(0.05)
+    producer.poll(0)
+
+
+class AtLeastOnceWriter(SinkWriter):
+    """Produces at once; `pre_commit` waits until the broker has everything."""
+
+    def __init__(self, sink: KafkaSink, servers: str) -> None:
+        self.sink = sink
+        self.errors: list[str] = []
+        conf = producer_config(servers, sink.config)
+        conf["error_cb"] = self._on_error
+        conf["on_delivery"] = self._on_delivery
+        self.producer = Producer(conf)
+        self.servers = servers
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.errors.append(f"fatal: {err}")
+        else:
+            log.warning("Kafka producer: %s", err)
+
+    def write(self, records: list[Any]) -> None:
+        _produce_all(self.producer, self.sink.topic, self.sink.encode(records))
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        if self.errors:
+            raise KafkaUnavailableError(
+                f"Kafka at {self.servers} did not take {len(self.errors)} record(s): "
+                f"{self.errors[:3]}"
+            )
+
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        # librdkafka retries until message.timeout.ms; a record it gives up on fails the
+        # job, which restores from the last snapshot and sends it again.
+        while self.producer.flush(1.0) > 0:
+            self._raise_errors()
+        self._raise_errors()
+        return None
+
+    def commit(self, checkpoint_id: int, committable: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+class _Marker:
+    """A writer's commit marker: the last committed checkpoint id per run token."""
+
+    def __init__(self, tokens: dict[str, int]) -> None:
+        self.tokens = tokens
+
+    @classmethod
+    def parse(cls, metadata: str | None) -> _Marker:
+        if not metadata:
+            return cls({})
+        try:
+            data = json.loads(metadata)
+            return cls({str(k): int(v) for k, v in data.get("t", {}).items()})
+        except (ValueError, AttributeError, TypeError):
+            log.warning("unreadable Kafka sink marker %r; treating it as empty", metadata)
+            return cls({})
+
+    def committed(self, token: str) -> int:
+        return self.tokens.get(token, -1)
+
+    def with_commit(self, token: str, checkpoint_id: int) -> _Marker:
+        tokens = {k: v for k, v in self.tokens.items() if k != token}
+        tokens[token] = checkpoint_id  # insertion order = recency; newest last
+        while len(tokens) > MARKER_TOKENS:
+            del tokens[next(iter(tokens))]
+        return _Marker(tokens)
+
+    def dump(self) -> str:
+        return json.dumps({"v": 1, "t": self.tokens}, separators=(",", ":"))
+
+
+class _TxnProducer:
+    """A transactional producer for one writer id, with its marker and group metadata."""
+
+    def __init__(self, sink: KafkaSink, servers: str, writer_id: str) -> None:
+        self.sink = sink
+        self.servers = servers
+        self.writer_id = writer_id
+        conf = producer_config(servers, sink.config)
+        conf["transactional.id"] = writer_id
+        conf["transaction.timeout.ms"] = int(sink.transaction_timeout_s * 1000)
+        self.producer = Producer(conf)
+        # send_offsets_to_transaction needs the group's metadata; a consumer that never
+        # joins the group gives the "simple group" metadata the coordinator accepts.
+        self.group_consumer = Consumer(consumer_config(servers, writer_id, sink.config))
+        self.marker_tp = TopicPartition(sink.topic, 0)
+        deadline = sink.commit_timeout_s
+        # Step 2: fence older producers with this id and settle their transaction.
+        with_retries(
+            f"initialising Kafka transactions for {writer_id}",
+            servers,
+            lambda: self.producer.init_transactions(30),
+            deadline_s=deadline,
+        )
+        self.marker = self._read_marker()
+
+    def _read_marker(self) -> _Marker:
+        admin = AdminClient(admin_config(self.servers, self.sink.config))
+        request = [ConsumerGroupTopicPartitions(self.writer_id, [self.marker_tp])]
+
+        def ask() -> str | None:
+            futures = admin.list_consumer_group_offsets(
+                request, require_stable=True, request_timeout=30
+            )
+            result = futures[self.writer_id].result()
+            tp = result.topic_partitions[0]
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            metadata: str | None = tp.metadata
+            return metadata
+
+        metadata = with_retries(
+            f"reading the commit marker of {self.writer_id}",
+            self.servers,
+            ask,
+            deadline_s=self.sink.commit_timeout_s,
+        )
+        return _Marker.parse(metadata)
+
+    def commit_epochs(self, token: str, epochs: list[list[Any]]) -> None:
+        """Steps 6 and 7: produce epochs + marker in one transaction, retrying as needed."""
+        epochs = [e for e in epochs if e[0] > self.marker.committed(token)]
+        if not epochs:
+            return
+        last = max(e[0] for e in epochs)
+        marker = self.marker.with_commit(token, last)
+        offsets = [TopicPartition(self.marker_tp.topic, 0, max(last, 0), metadata=marker.dump())]
+        deadline = time.monotonic() + self.sink.commit_timeout_s
+        backoff = 0.2
+        while True:
+            try:
+                self._transaction(epochs, offsets)
+                self.marker = marker
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not isinstance(err, KafkaError) or err.fatal():
+                    raise
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailableError(
+                        f"could not commit the Kafka transaction of {self.writer_id} within "
+                        f"{self.sink.commit_timeout_s:.0f}s: {err}"
+                    ) from exc
+                log.warning("Kafka transaction of %s failed (%s); retrying", self.writer_id, err)
+                if err.txn_requires_abort():
+                    self._abort()
+                elif not is_retriable(exc):
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _transaction(self, epochs: list[list[Any]], offsets: list[TopicPartition]) -> None:
+        producer = self.producer
+        try:
+            producer.begin_transaction()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            # A transaction left open by a failed commit_transaction: abort it and redo.
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError._STATE):
+                raise
+            self._abort()
+            producer.begin_transaction()
+        for _checkpoint_id, records in epochs:
+            _produce_all(producer, self.sink.topic, records)
+        producer.send_offsets_to_transaction(
+            offsets, self.group_consumer.consumer_group_metadata(), 60
+        )
+        producer.commit_transaction(120)
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(60)
+        except KafkaException as exc:
+            log.warning("aborting the Kafka transaction of %s: %s", self.writer_id, exc)
+
+    def close(self) -> None:
+        self.group_consumer.close()
+        self.producer.flush(5)
+
+
+class ExactlyOnceWriter(SinkWriter):
+    """Buffers each checkpoint's output and produces it in a transaction on commit."""
+
+    def __init__(
+        self, sink: KafkaSink, ctx: SinkContext, servers: str, restored: list[Any]
+    ) -> None:
+        self.sink = sink
+        self.ctx = ctx
+        self.servers = servers
+        self.writer_id = sink.writer_id(ctx)
+        self.token = secrets.token_hex(6)
+        self.current: list[Encoded] = []
+        self.pending: list[list[Any]] = []  # [[checkpoint id, records], ...], oldest first
+        self.txn = _TxnProducer(sink, servers, self.writer_id)
+        self._commit_restored(restored)
+
+    def _commit_restored(self, restored: list[Any]) -> None:
+        """Step 3."""
+        for committable in restored:
+            if committable is None:
+                continue
+            if not isinstance(committable, dict) or committable.get("v") != COMMITTABLE_VERSION:
+                raise ValueError(f"not a Kafka sink committable: {committable!r:.200}")
+            owner = str(committable["writer"])
+            token = str(committable["token"])
+            epochs = [list(e) for e in committable["epochs"]]
+            if owner == self.writer_id:
+                self._log_restore(owner, token, epochs, self.txn.marker)
+                self.txn.commit_epochs(token, epochs)
+                continue
+            other = _TxnProducer(self.sink, self.servers, owner)
+            try:
+                self._log_restore(owner, token, epochs, other.marker)
+                other.commit_epochs(token, epochs)
+            finally:
+                other.close()
+
+    def _log_restore(
+        self, owner: str, token: str, epochs: list[list[Any]], marker: _Marker
+    ) -> None:
+        done = marker.committed(token)
+        if token not in marker.tokens and epochs:
+            log.warning(
+                "no commit marker for run %s of %s: committing its restored output again",
+                token,
+                owner,
+            )
+        todo = [e[0] for e in epochs if e[0] > done]
+        log.info(
+            "restored Kafka sink output of %s (run %s): checkpoints %s, committed up to %s; "
+            "committing %s",
+            owner,
+            token,
+            [e[0] for e in epochs],
+            done,
+            todo,
+        )
+
+    def write(self, records: list[Any]) -> None:
+        self.current.extend(self.sink.encode(records))
+
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        """Step 5."""
+        self.pending.append([checkpoint_id, self.current])
+        self.current = []
+        return {
+            "v": COMMITTABLE_VERSION,
+            "writer": self.writer_id,
+            "token": self.token,
+            "epochs": [[cid, records] for cid, records in self.pending],
+        }
+
+    def commit(self, checkpoint_id: int, committable: Any) -> None:
+        """Step 6: everything pending up to `checkpoint_id`, in one transaction."""
+        due = [e for e in self.pending if e[0] <= checkpoint_id]
+        if not due:
+            return
+        self.txn.commit_epochs(self.token, due)
+        self.pending = [e for e in self.pending if e[0] > checkpoint_id]
+
+    def close(self) -> None:
+        self.txn.close()

@@ -1,0 +1,591 @@
+"""KafkaSource: topic partitions as resettable splits.
+
+What flows through here: `discover_splits` lists the partitions of the named topics (or
+of every topic matching a pattern) as split ids "topic:partition". The runtime opens a
+`KafkaSplitReader` per assigned split with the offset recorded in the snapshot it
+restores from. All readers of one source subtask share one librdkafka consumer (one set
+of connections and fetch threads, not one per partition): the consumer is *assigned*
+partitions at explicit offsets (never `subscribe`, so no group rebalance ever moves a
+partition behind the runtime's back), and its fetched messages are sorted into one
+buffer per split.
+
+What must stay true:
+- A split's position is the offset of the next record to read (last returned + 1), an
+  int, known from the moment the reader opens: "latest", a timestamp or the group's
+  committed offset are resolved to a concrete offset at open, so a snapshot taken
+  before any record arrives still resumes at the same place.
+- The snapshot is the only source of truth. Offsets are committed to the consumer group
+  (`group_id`) after a checkpoint completes, for monitoring and lag only.
+- A record that cannot be decoded fails the job (`on_error="fail"`) or goes, raw and
+  with headers naming its origin, to a dead-letter topic (`on_error="dead-letter"`); the
+  error always names topic, partition and offset.
+- Partitions that appear while running are read from their earliest offset (everything
+  in them was written after the job started); partitions present at the first
+  discovery without a restored offset start where `start` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
+
+from ..base import Source as SourceBase
+from ..base import SourceBatch, SourceContext, SplitReader
+from .config import (
+    ConfigValue,
+    KafkaUnavailableError,
+    admin_config,
+    bootstrap_servers,
+    consumer_config,
+    producer_config,
+    with_retries,
+)
+from .serde import Decoder, Format, KafkaRecord, RecordDecodeError, decoder
+
+log = logging.getLogger("rewind.kafka.source")
+
+Start = Literal["earliest", "latest", "committed"] | int | datetime
+"""Where a partition without a restored offset starts: its earliest or latest offset, the
+first record at or after a timestamp (ms since the epoch, or a datetime), or the offset
+the consumer group last committed."""
+
+OnError = Literal["fail", "dead-letter"]
+Emit = Literal["value", "record"]
+
+
+def _earliest() -> OffsetSpec:
+    return OffsetSpec.earliest()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _latest() -> OffsetSpec:
+    return OffsetSpec.latest()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _coords(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a fetched message, which always has all three."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+
+
+def _header(h: tuple[str, str | bytes | None]) -> tuple[str, bytes | None]:
+    value = h[1]
+    return (h[0], value.encode() if isinstance(value, str) else value)
+
+
+def split_id(topic: str, partition: int) -> str:
+    """Kafka topic names cannot contain ':', so "topic:partition" is unambiguous."""
+    return f"{topic}:{partition}"
+
+
+def parse_split(split: str) -> tuple[str, int]:
+    topic, sep, partition = split.rpartition(":")
+    if not sep or not topic or not partition.isdigit():
+        raise ValueError(f"not a Kafka split id (topic:partition): {split!r}")
+    return topic, int(partition)
+
+
+class KafkaSource(SourceBase):
+    """Reads Kafka topics; every partition is a split whose offset is snapshotted.
+
+    `topics` or `pattern` (a regular expression matched against whole topic names;
+    internal topics starting with "__" are skipped) says what to read. `config` is passed
+    to librdkafka as is (`security.protocol`, `sasl.*`, `ssl.*`, fetch sizes, ...).
+    """
+
+    def __init__(
+        self,
+        topics: str | Iterable[str] | None = None,
+        *,
+        pattern: str | None = None,
+        bootstrap_servers: str | None = None,
+        config: Mapping[str, ConfigValue] | None = None,
+        start: Start = "earliest",
+        committed_fallback: Literal["earliest", "latest"] = "earliest",
+        group_id: str | None = None,
+        commit_offsets: bool = True,
+        value_format: Format | Decoder = "json",
+        key_format: Format | Decoder = "utf-8",
+        emit: Emit = "value",
+        on_error: OnError = "fail",
+        dead_letter_topic: str | None = None,
+        connect_timeout_s: float = 60.0,
+    ) -> None:
+        if (topics is None) == (pattern is None):
+            raise ValueError("KafkaSource needs exactly one of topics=... or pattern=...")
+        self.topics: tuple[str, ...] = (
+            () if topics is None else (topics,) if isinstance(topics, str) else tuple(topics)
+        )
+        if topics is not None and not self.topics:
+            raise ValueError("KafkaSource: topics is empty")
+        self.pattern = re.compile(pattern) if pattern is not None else None
+        if isinstance(start, str) and start not in ("earliest", "latest", "committed"):
+            raise ValueError(f"start must be earliest, latest, committed or a timestamp: {start!r}")
+        if on_error == "dead-letter" and not dead_letter_topic:
+            raise ValueError('on_error="dead-letter" needs dead_letter_topic=...')
+        if on_error not in ("fail", "dead-letter"):
+            raise ValueError(f"on_error must be 'fail' or 'dead-letter': {on_error!r}")
+        if emit not in ("value", "record"):
+            raise ValueError(f"emit must be 'value' or 'record': {emit!r}")
+        self.servers = bootstrap_servers
+        self.config: dict[str, ConfigValue] = dict(config or {})
+        self.start: Start = start
+        self.committed_fallback = committed_fallback
+        self.group_id = group_id
+        self.commit_offsets = commit_offsets
+        self.decode_value = decoder(value_format)
+        self.decode_key = decoder(key_format)
+        self.emit: Emit = emit
+        self.on_error: OnError = on_error
+        self.dead_letter_topic = dead_letter_topic
+        self.connect_timeout_s = connect_timeout_s
+        self._admin: AdminClient | None = None
+        self._initial: set[str] | None = None
+        self._known: list[str] = []
+        self._consumers: dict[int, _SharedConsumer] = {}
+        self._lock = threading.Lock()
+
+    # -- discovery -------------------------------------------------------------------
+
+    @property
+    def _bootstrap(self) -> str:
+        return bootstrap_servers(self.servers)
+
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(admin_config(self._bootstrap, self.config))
+        return self._admin
+
+    def _list_splits(self, timeout_s: float) -> list[str]:
+        metadata = self._admin_client().list_topics(timeout=timeout_s)
+        found: list[str] = []
+        missing: list[str] = []
+        if self.pattern is not None:
+            names = [
+                t
+                for t in metadata.topics
+                if not t.startswith("__") and self.pattern.fullmatch(t) is not None
+            ]
+        else:
+            names = list(self.topics)
+        for name in names:
+            meta = metadata.topics.get(name)
+            if meta is None or meta.error is not None:
+                missing.append(name)
+                continue
+            found.extend(split_id(name, p) for p in meta.partitions)
+        if missing and self.pattern is None:
+            raise KafkaException(
+                KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"missing topics {missing}")
+            )
+        return sorted(found, key=parse_split)
+
+    def discover_splits(self) -> list[str]:
+        """Partitions of the topics, as "topic:partition" ids.
+
+        The first call waits (retrying with backoff) up to `connect_timeout_s` for the
+        brokers and fails with a clear error after that; later calls, made while
+        running, keep the last known list when the brokers do not answer.
+        """
+        if self._initial is None:
+            try:
+                splits = with_retries(
+                    "listing Kafka partitions",
+                    self._bootstrap,
+                    lambda: self._list_splits(timeout_s=min(10.0, self.connect_timeout_s)),
+                    deadline_s=self.connect_timeout_s,
+                )
+            except KafkaException as exc:
+                raise KafkaUnavailableError(
+                    f"cannot list the partitions of {self._what()} at {self._bootstrap}: "
+                    f"{exc.args[0] if exc.args else exc}"
+                ) from exc
+            self._initial = set(splits)
+            self._known = splits
+            return list(splits)
+        try:
+            splits = self._list_splits(timeout_s=5.0)
+        except KafkaException as exc:
+            log.warning("partition discovery failed, keeping %d known: %s", len(self._known), exc)
+            return list(self._known)
+        new = sorted(set(splits) - set(self._known), key=parse_split)
+        if new:
+            log.info("new Kafka partitions discovered: %s", new)
+        # Never forget a split: a transient metadata gap must not close a reader.
+        self._known = sorted(set(self._known) | set(splits), key=parse_split)
+        return list(self._known)
+
+    def _what(self) -> str:
+        if self.pattern is not None:
+            return f"topics matching {self.pattern.pattern!r}"
+        return f"topics {list(self.topics)}"
+
+    # -- readers ---------------------------------------------------------------------
+
+    def open_split(self, split: str, position: Any | None, ctx: SourceContext) -> SplitReader:
+        topic, partition = parse_split(split)
+        if position is None:
+            offset = self._start_offset(split, topic, partition, ctx.step_uid)
+        elif isinstance(position, int) and position >= 0:
+            offset = position
+        else:
+            raise ValueError(f"split {split}: a Kafka position is an offset >= 0, got {position!r}")
+        with self._lock:
+            shared = self._consumers.get(ctx.subtask)
+            if shared is None:
+                shared = _SharedConsumer(self, ctx)
+                self._consumers[ctx.subtask] = shared
+        log.info("reading %s from offset %d (subtask %d)", split, offset, ctx.subtask)
+        return shared.open(topic, partition, offset)
+
+    def _start_offset(self, split: str, topic: str, partition: int, step_uid: str) -> int:
+        tp = TopicPartition(topic, partition)
+        start: Start = self.start
+        if self._initial is not None and split not in self._initial:
+            start = "earliest"  # a partition added while running: all of it is new
+        if start == "committed":
+            committed = self._committed(tp, step_uid)
+            if committed is not None:
+                return committed
+            start = self.committed_fallback
+        if start == "earliest":
+            spec = _earliest()
+        elif start == "latest":
+            spec = _latest()
+        else:
+            assert not isinstance(start, str)
+            ms = int(start.timestamp() * 1000) if isinstance(start, datetime) else int(start)
+            spec = OffsetSpec.for_timestamp(ms)
+        admin = self._admin_client()
+
+        def ask() -> int:
+            futures = admin.list_offsets(
+                {tp: spec}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10
+            )
+            return int(futures[tp].result().offset)
+
+        offset = with_retries(
+            f"resolving the start offset of {split}",
+            self._bootstrap,
+            ask,
+            deadline_s=self.connect_timeout_s,
+        )
+        if offset < 0:
+            # No record at or after the timestamp: start at the end, like Kafka does.
+            offset = with_retries(
+                f"resolving the end offset of {split}",
+                self._bootstrap,
+                lambda: int(
+                    admin.list_offsets(
+                        {tp: _latest()},
+                        isolation_level=IsolationLevel.READ_COMMITTED,
+                        request_timeout=10,
+                    )[tp]
+                    .result()
+                    .offset
+                ),
+                deadline_s=self.connect_timeout_s,
+            )
+        return offset
+
+    def _committed(self, tp: TopicPartition, step_uid: str) -> int | None:
+        group = self.monitoring_group(step_uid)
+        admin = self._admin_client()
+
+        def ask() -> int:
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, [tp])], request_timeout=10
+            )
+            result = futures[group].result()
+            return int(result.topic_partitions[0].offset)
+
+        offset = with_retries(
+            f"reading the committed offset of {tp.topic}:{tp.partition} for group {group}",
+            self._bootstrap,
+            ask,
+            deadline_s=self.connect_timeout_s,
+        )
+        return None if offset < 0 or offset == OFFSET_INVALID else offset
+
+    def monitoring_group(self, step_uid: str) -> str:
+        """The consumer group that offsets are committed to (and read for "committed")."""
+        if self.group_id:
+            return self.group_id
+        return f"rewind.{step_uid}"
+
+    def _forget(self, subtask: int) -> None:
+        with self._lock:
+            self._consumers.pop(subtask, None)
+
+    def close(self) -> None:
+        with self._lock:
+            shared = list(self._consumers.values())
+            self._consumers.clear()
+        for s in shared:
+            s.close()
+        self._admin = None
+
+
+class _SharedConsumer:
+    """One consumer per source subtask; sorts fetched messages into per-split buffers.
+
+    Readers of one subtask may be polled from one thread or several: a lock guards the
+    consumer, and each reader only touches its own buffer between polls.
+    """
+
+    # A buffer above HIGH pauses its partition, so that a reader that is polled rarely
+    # cannot make the others' fetched records pile up in memory; below LOW it resumes.
+    HIGH = 50_000
+    LOW = 10_000
+
+    def __init__(self, source: KafkaSource, ctx: SourceContext) -> None:
+        self.source = source
+        self.ctx = ctx
+        servers = source._bootstrap
+        self.group = source.monitoring_group(ctx.step_uid)
+        self.consumer = Consumer(consumer_config(servers, self.group, source.config))
+        self.buffers: dict[tuple[str, int], list[Message]] = {}
+        self.paused: set[tuple[str, int]] = set()
+        self.lock = threading.Lock()
+        self.dead_letters: Producer | None = None
+        self.dead_letter_errors: list[str] = []
+
+    def open(self, topic: str, partition: int, offset: int) -> KafkaSplitReader:
+        key = (topic, partition)
+        with self.lock:
+            if key in self.buffers:
+                raise RuntimeError(f"split {topic}:{partition} is already open in this subtask")
+            self.buffers[key] = []
+            self.consumer.incremental_assign([TopicPartition(topic, partition, offset)])
+        return KafkaSplitReader(self, topic, partition, offset)
+
+    def release(self, topic: str, partition: int) -> None:
+        key = (topic, partition)
+        with self.lock:
+            self.buffers.pop(key, None)
+            self.paused.discard(key)
+            try:
+                self.consumer.incremental_unassign([TopicPartition(topic, partition)])
+            except KafkaException as exc:
+                log.warning("unassigning %s:%d failed: %s", topic, partition, exc)
+            last = not self.buffers
+        if last:
+            self.source._forget(self.ctx.subtask)
+            self.close()
+
+    def fill(self, want: int) -> None:
+        """Fetch what librdkafka already has locally (never waits on the network)."""
+        with self.lock:
+            messages = self.consumer.consume(num_messages=max(want, 1000), timeout=0)
+            if not messages:
+                return
+            # Keyed by what Message returns (typed Optional, never None for a record).
+            buffers: dict[Any, list[Message]] = self.buffers
+            current_key: tuple[str | None, int | None] | None = None
+            current: list[Message] | None = None
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    self._consumer_error(err)
+                    continue
+                key = (msg.topic(), msg.partition())
+                # Messages arrive in runs from one partition: look the buffer up per run.
+                if key != current_key:
+                    current_key = key
+                    current = buffers.get(key)
+                if current is not None:
+                    current.append(msg)
+            full = [
+                TopicPartition(t, p)
+                for (t, p), buf in self.buffers.items()
+                if len(buf) > self.HIGH and (t, p) not in self.paused
+            ]
+            if full:
+                self.consumer.pause(full)
+                self.paused.update((tp.topic, tp.partition) for tp in full)
+
+    def maybe_resume(self, key: tuple[str, int], buffered: int) -> None:
+        if key in self.paused and buffered < self.LOW:
+            with self.lock:
+                self.paused.discard(key)
+                self.consumer.resume([TopicPartition(*key)])
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise KafkaException(err)
+        # Broker gone, leader moving, ...: librdkafka reconnects and refetches by itself.
+        log.warning("Kafka consumer: %s", err)
+
+    def dead_letter(self, msg: Message, error: RecordDecodeError) -> None:
+        if self.dead_letters is None:
+            self.dead_letters = Producer(
+                producer_config(self.source._bootstrap, self.source.config)
+                | {"delivery.report.only.error": False}
+            )
+        original = msg.headers() or []
+        headers: list[tuple[str, str | bytes | None]] = list(
+            original.items() if isinstance(original, dict) else original
+        )
+        headers += [
+            ("rewind.dlq.topic", error.topic.encode()),
+            ("rewind.dlq.partition", str(error.partition).encode()),
+            ("rewind.dlq.offset", str(error.offset).encode()),
+            ("rewind.dlq.error", str(error).encode()),
+        ]
+        topic = self.source.dead_letter_topic
+        assert topic is not None
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self.dead_letter_errors.append(str(err))
+
+        self.dead_letters.produce(
+            topic, value=msg.value(), key=msg.key(), headers=headers, on_delivery=delivered
+        )
+        self.dead_letters.poll(0)
+        log.warning("record sent to dead-letter topic %s: %s", topic, error)
+
+    def flush_dead_letters(self) -> None:
+        """Make every dead-lettered record durable before a position passes it."""
+        if self.dead_letters is None:
+            return
+        remaining = self.dead_letters.flush(60)
+        if remaining or self.dead_letter_errors:
+            raise KafkaUnavailableError(
+                f"could not write to dead-letter topic {self.source.dead_letter_topic}: "
+                f"{remaining} undelivered, errors: {self.dead_letter_errors[:3]}"
+            )
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        with self.lock:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.info("committing offsets for monitoring failed: %s", exc)
+
+    def close(self) -> None:
+        with self.lock:
+            with contextlib.suppress(RuntimeError):  # already closed
+                self.consumer.close()
+            if self.dead_letters is not None:
+                self.dead_letters.flush(10)
+
+
+class KafkaSplitReader(SplitReader):
+    """Reads one partition through its subtask's shared consumer."""
+
+    def __init__(self, shared: _SharedConsumer, topic: str, partition: int, offset: int):
+        self.shared = shared
+        self.topic = topic
+        self.partition = partition
+        self.key = (topic, partition)
+        self.next_offset = offset
+        self.buffer = shared.buffers[self.key]
+        self.closed = False
+        source = shared.source
+        self.decode_value = source.decode_value
+        self.decode_key = source.decode_key
+        self.emit_records = source.emit == "record"
+        self.dead_letter = source.on_error == "dead-letter"
+
+    def poll(self, max_records: int) -> SourceBatch | None:
+        buffer = self.buffer
+        if len(buffer) < max_records:
+            self.shared.fill(max_records)
+        if not buffer:
+            return None
+        if len(buffer) <= max_records:
+            taken = buffer[:]
+            buffer.clear()
+        else:
+            taken = buffer[:max_records]
+            del buffer[:max_records]
+        self.shared.maybe_resume(self.key, len(buffer))
+        return self._decode(taken)
+
+    def _decode(self, messages: list[Message]) -> SourceBatch:
+        records: list[Any] = []
+        timestamps: list[int] = []
+        decode_value = self.decode_value
+        known_time = True
+        if not self.emit_records:
+            for msg in messages:
+                try:
+                    value = decode_value(msg.value())
+                except Exception as exc:
+                    self._bad(msg, "value", exc)
+                    continue
+                records.append(value)
+                ts = msg.timestamp()[1]
+                known_time = known_time and ts >= 0
+                timestamps.append(ts)
+        else:
+            for msg in messages:
+                try:
+                    value = decode_value(msg.value())
+                except Exception as exc:
+                    self._bad(msg, "value", exc)
+                    continue
+                try:
+                    key = self.decode_key(msg.key())
+                except Exception as exc:
+                    self._bad(msg, "key", exc)
+                    continue
+                ts = msg.timestamp()[1]
+                known_time = known_time and ts >= 0
+                timestamps.append(ts)
+                headers = msg.headers()
+                if isinstance(headers, dict):
+                    headers = list(headers.items())
+                topic, partition, offset = _coords(msg)
+                records.append(
+                    KafkaRecord(
+                        topic,
+                        partition,
+                        offset,
+                        ts,
+                        key,
+                        value,
+                        tuple(_header(h) for h in headers) if headers else (),
+                    )
+                )
+        self.next_offset = _coords(messages[-1])[2] + 1
+        return SourceBatch(records, timestamps if known_time else None)
+
+    def _bad(self, msg: Message, part: str, exc: Exception) -> None:
+        error = RecordDecodeError(*_coords(msg), part, exc)
+        if not self.dead_letter:
+            raise error from exc
+        self.shared.dead_letter(msg, error)
+
+    def position(self) -> int:
+        # A position must never point past a dead-lettered record that is not durable.
+        self.shared.flush_dead_letters()
+        return self.next_offset
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Commit the offset to the consumer group, for monitoring (lag) only."""
+        if self.shared.source.commit_offsets and not self.closed:
+            self.shared.commit([TopicPartition(self.topic, self.partition, self.next_offset)])
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.shared.release(self.topic, self.partition)

@@ -1,0 +1,165 @@
+"""The Kafka connectors' pure parts: formats, split ids, config merging, sink encoding
+and the exactly-once commit marker. Nothing here needs a broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rewind_engine.connectors.kafka import KafkaSink, KafkaSource, RecordEncodeError
+from rewind_engine.connectors.kafka.config import (
+    bootstrap_servers,
+    consumer_config,
+    producer_config,
+)
+from rewind_engine.connectors.kafka.serde import RecordDecodeError, decoder, encoder
+from rewind_engine.connectors.kafka.sink import MARKER_TOKENS, _Marker
+from rewind_engine.connectors.kafka.source import parse_split, split_id
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "data"),
+    [
+        ("bytes", b"\x00\xff", b"\x00\xff"),
+        ("utf-8", "héllo", "héllo".encode()),
+        ("json", {"post": "p1", "n": 2}, b'{"post":"p1","n":2}'),
+        ("json", ["ü"], '["ü"]'.encode()),
+    ],
+)
+def test_formats_round_trip(fmt: str, value: object, data: bytes) -> None:
+    assert encoder(fmt)(value) == data  # type: ignore[arg-type]
+    assert decoder(fmt)(data) == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["bytes", "utf-8", "json"])
+def test_null_passes_through_every_format(fmt: str) -> None:
+    assert encoder(fmt)(None) is None  # type: ignore[arg-type]
+    assert decoder(fmt)(None) is None  # type: ignore[arg-type]
+
+
+def test_utf8_encoder_writes_scalars_as_text() -> None:
+    assert encoder("utf-8")(42) == b"42"
+
+
+def test_bytes_encoder_refuses_text() -> None:
+    with pytest.raises(TypeError, match="needs bytes"):
+        encoder("bytes")("text")
+
+
+def test_unknown_format_is_named() -> None:
+    with pytest.raises(ValueError, match="avro"):
+        decoder("avro")  # type: ignore[arg-type]
+
+
+def test_callable_formats_are_used_as_is() -> None:
+    assert decoder(lambda b: b[::-1])(b"ab") == b"ba"
+
+
+def test_decode_error_names_topic_partition_offset() -> None:
+    err = RecordDecodeError("posts", 3, 1234, "value", ValueError("bad json"))
+    assert "topic 'posts' partition 3 offset 1234" in str(err)
+    assert (err.topic, err.partition, err.offset) == ("posts", 3, 1234)
+
+
+@pytest.mark.parametrize(("topic", "partition"), [("posts", 0), ("a.b-c_d", 17)])
+def test_split_ids_round_trip(topic: str, partition: int) -> None:
+    assert parse_split(split_id(topic, partition)) == (topic, partition)
+
+
+@pytest.mark.parametrize("bad", ["posts", "posts:", ":1", "posts:x"])
+def test_bad_split_ids_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="topic:partition"):
+        parse_split(bad)
+
+
+def test_bootstrap_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REWIND_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    assert bootstrap_servers("127.0.0.2:9") == "127.0.0.2:9"
+    assert bootstrap_servers(None) == "127.0.0.1:9"
+    monkeypatch.delenv("REWIND_KAFKA_BOOTSTRAP")
+    with pytest.raises(ValueError, match="REWIND_KAFKA_BOOTSTRAP"):
+        bootstrap_servers(None)
+
+
+def test_user_config_passes_through_but_cannot_take_positions_away() -> None:
+    user = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "enable.auto.commit": True,
+        "group.id": "theirs",
+        "fetch.max.bytes": 1234,
+    }
+    conf = consumer_config("127.0.0.1:9", "rewind.src", user)
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["fetch.max.bytes"] == 1234
+    assert conf["enable.auto.commit"] is False  # the snapshot holds the offsets
+    assert conf["group.id"] == "rewind.src"
+    prod = producer_config("127.0.0.1:9", {"linger.ms": 50, "enable.idempotence": False})
+    assert prod["linger.ms"] == 50
+    assert prod["enable.idempotence"] is True
+    assert prod["partitioner"] == "murmur2_random"
+
+
+def test_source_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        KafkaSource()
+    with pytest.raises(ValueError, match="exactly one"):
+        KafkaSource("a", pattern="a.*")
+    with pytest.raises(ValueError, match="dead_letter_topic"):
+        KafkaSource("a", on_error="dead-letter")
+    with pytest.raises(ValueError, match="start"):
+        KafkaSource("a", start="middle")  # type: ignore[arg-type]
+
+
+def test_sink_encodes_key_value_headers_partition_and_topic() -> None:
+    sink = KafkaSink(
+        "counts",
+        key=lambda r: r[0],
+        value=lambda r: {"post": r[0], "count": r[1]},
+        headers=lambda r: {"source": "rewind", "raw": b"\x01"},
+        partition=lambda r: 2 if r[0] == "p2" else None,
+        topic_of=lambda r: "other" if r[0] == "p3" else None,  # type: ignore[arg-type,return-value]
+    )
+    out = sink.encode([("p1", 3), ("p2", 1), ("p3", 7)])
+    assert out[0] == [
+        None,
+        -1,
+        b"p1",
+        b'{"post":"p1","count":3}',
+        [["source", b"rewind"], ["raw", b"\x01"]],
+    ]
+    assert out[1][1] == 2
+    assert out[2][0] == "other"
+
+
+def test_sink_default_record_is_the_value_without_key() -> None:
+    assert KafkaSink("t").encode([{"a": 1}]) == [[None, -1, None, b'{"a":1}', None]]
+
+
+def test_sink_encode_error_names_the_record() -> None:
+    sink = KafkaSink("t", value_format="bytes")
+    with pytest.raises(RecordEncodeError, match="'not bytes'"):
+        sink.encode(["not bytes"])
+
+
+def test_marker_keeps_the_newest_tokens_within_the_metadata_limit() -> None:
+    marker = _Marker({})
+    for i in range(MARKER_TOKENS + 5):
+        marker = marker.with_commit(f"{i:012x}", i + 1)
+    marker = marker.with_commit(f"{5:012x}", 99)  # committing again makes a token newest
+    marker = marker.with_commit("f" * 12, 100)  # pushes out the oldest: 6, not 5
+    dumped = marker.dump()
+    assert len(dumped.encode()) < 4096
+    back = _Marker.parse(dumped)
+    assert back.committed(f"{5:012x}") == 99
+    assert back.committed(f"{MARKER_TOKENS + 4:012x}") == MARKER_TOKENS + 5
+    assert back.committed(f"{4:012x}") == -1
+    assert back.committed(f"{6:012x}") == -1
+    assert len(back.tokens) == MARKER_TOKENS
+    assert json.loads(dumped)["v"] == 1
+
+
+@pytest.mark.parametrize("metadata", [None, "", "not json", '{"t": 5}'])
+def test_unreadable_marker_is_empty(metadata: str | None) -> None:
+    assert _Marker.parse(metadata).committed("abc") == -1
