@@ -1,0 +1,73 @@
+"""The actions `decide` asks for, as plain frozen data; `act` carries them out.
+
+What must stay true: every action is idempotent (deterministic names, create-if-absent,
+apply-to-desired), so running a decision twice, or after a crash half-way, is harmless.
+Actions carry names and references, never secret values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rewind_operator.models import SavepointReason, StreamAppSpec
+
+
+@dataclass(frozen=True)
+class ApplyWorkload:
+    """Make the engine's ServiceAccount, Service and Deployment match `spec`."""
+
+    spec: StreamAppSpec
+    restore: str | None
+    """What the engine restores from (`--restore`), None for empty state."""
+    replicas: int
+    workload_hash: str
+
+
+@dataclass(frozen=True)
+class CreateSavepoint:
+    """Create a Savepoint resource if it does not exist yet."""
+
+    name: str
+    reason: SavepointReason
+    stop: bool = False
+    dispose_on_delete: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteSavepoint:
+    """Delete a Savepoint resource (its finalizer disposes of the data if asked)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class TriggerSavepoint:
+    """POST /savepoints to the engine; the answer's id goes into the Savepoint status."""
+
+    address: str
+    target: str
+    stop: bool
+    drain: bool
+
+
+@dataclass(frozen=True)
+class DisposeData:
+    """Delete a snapshot folder from object storage with the named credentials."""
+
+    path: str
+    credentials_secret: str | None
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    """A Kubernetes Event on the object being reconciled."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = (
+    ApplyWorkload | CreateSavepoint | DeleteSavepoint | TriggerSavepoint | DisposeData | EmitEvent
+)
