@@ -22,16 +22,17 @@ The exactly-once protocol, step by step:
    the app's to fence zombies across restarts too). W is the producer's
    `transactional.id` and the consumer group that holds W's commit marker. Each writer
    instance also draws a random *run token* t.
-2. Open. `init_transactions()` with W fences any older producer with the same id and
-   aborts (or finishes) its in-flight transaction, so from here on W's state on the
-   brokers is settled. The writer then reads W's marker (below).
+2. Fencing. Before a producer with transactional.id X is used, `init_transactions()`
+   fences every older producer with id X and aborts (or finishes) its in-flight
+   transaction, so from then on X's state on the brokers is settled; only then is X's
+   marker read (with `require_stable`).
 3. Restored committables. Each one names its owner W', token t' and epochs
-   [(checkpoint id, records), ...]. For each, the writer uses a producer with
-   transactional.id W' (its own if W' == W; a short-lived one otherwise, which fences
-   W''s zombies as in step 2), reads W''s marker with `require_stable`, and produces
-   every epoch whose checkpoint id is above marker[t'] in one transaction together with
-   the new marker; epochs at or below it were committed before and are skipped. This
-   happens before any new output (the sink contract).
+   [(checkpoint id, records), ...]. In `open`, per owner, a short-lived producer with
+   transactional.id W' fences W''s zombies (step 2), and every epoch whose checkpoint
+   id is above marker[t'] is produced in one transaction together with the new marker;
+   epochs at or below it were committed before and are skipped. This happens before any
+   new output (the sink contract). The writer's own producer (id W) is made at its first
+   commit, after every writer has opened, so it never fences a restore in progress.
 4. `write(records)` encodes the records and appends them to the current epoch; nothing
    is sent.
 5. `pre_commit(n)` closes the epoch as checkpoint n and returns
@@ -161,6 +162,8 @@ class KafkaSink(Sink):
     def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
         servers = bootstrap_servers(self.servers)
         if self.delivery == "at-least-once":
+            # Committables of an earlier exactly-once run of this step still count.
+            commit_restored(self, servers, restored)
             return AtLeastOnceWriter(self, servers)
         return ExactlyOnceWriter(self, ctx, servers, restored)
 
@@ -407,6 +410,51 @@ class _TxnProducer:
         self.producer.flush(5)
 
 
+def commit_restored(sink: KafkaSink, servers: str, restored: list[Any]) -> None:
+    """Step 3: commit what restored committables hold and their owners have not committed.
+
+    Committables are grouped by owner, so one owner's id is used by one producer at a
+    time (two producers with one transactional.id would fence each other). The runtime
+    opens writers one after another, and no writer's own producer exists yet (it is made
+    at its first commit), so these short-lived producers never fence a live one.
+    """
+    by_owner: dict[str, dict[str, dict[int, list[Encoded]]]] = {}
+    for committable in restored:
+        if committable is None:
+            continue
+        if not isinstance(committable, dict) or committable.get("v") != COMMITTABLE_VERSION:
+            raise ValueError(f"not a Kafka sink committable: {committable!r:.200}")
+        tokens = by_owner.setdefault(str(committable["writer"]), {})
+        epochs = tokens.setdefault(str(committable["token"]), {})
+        for cid, records in committable["epochs"]:
+            # The same epoch can sit in several pending committables of one writer.
+            epochs[int(cid)] = records
+    for owner, tokens in by_owner.items():
+        txn = _TxnProducer(sink, servers, owner)
+        try:
+            for token, epochs in tokens.items():
+                ordered = [[cid, epochs[cid]] for cid in sorted(epochs)]
+                done = txn.marker.committed(token)
+                if token not in txn.marker.tokens and ordered:
+                    log.warning(
+                        "no commit marker for run %s of %s: committing its restored output",
+                        token,
+                        owner,
+                    )
+                log.info(
+                    "restored Kafka sink output of %s (run %s): checkpoints %s, committed up "
+                    "to %s; committing %s",
+                    owner,
+                    token,
+                    sorted(epochs),
+                    done,
+                    [cid for cid in sorted(epochs) if cid > done],
+                )
+                txn.commit_epochs(token, ordered)
+        finally:
+            txn.close()
+
+
 class ExactlyOnceWriter(SinkWriter):
     """Buffers each checkpoint's output and produces it in a transaction on commit."""
 
@@ -420,50 +468,9 @@ class ExactlyOnceWriter(SinkWriter):
         self.token = secrets.token_hex(6)
         self.current: list[Encoded] = []
         self.pending: list[list[Any]] = []  # [[checkpoint id, records], ...], oldest first
-        self.txn = _TxnProducer(sink, servers, self.writer_id)
-        self._commit_restored(restored)
-
-    def _commit_restored(self, restored: list[Any]) -> None:
-        """Step 3."""
-        for committable in restored:
-            if committable is None:
-                continue
-            if not isinstance(committable, dict) or committable.get("v") != COMMITTABLE_VERSION:
-                raise ValueError(f"not a Kafka sink committable: {committable!r:.200}")
-            owner = str(committable["writer"])
-            token = str(committable["token"])
-            epochs = [list(e) for e in committable["epochs"]]
-            if owner == self.writer_id:
-                self._log_restore(owner, token, epochs, self.txn.marker)
-                self.txn.commit_epochs(token, epochs)
-                continue
-            other = _TxnProducer(self.sink, self.servers, owner)
-            try:
-                self._log_restore(owner, token, epochs, other.marker)
-                other.commit_epochs(token, epochs)
-            finally:
-                other.close()
-
-    def _log_restore(
-        self, owner: str, token: str, epochs: list[list[Any]], marker: _Marker
-    ) -> None:
-        done = marker.committed(token)
-        if token not in marker.tokens and epochs:
-            log.warning(
-                "no commit marker for run %s of %s: committing its restored output again",
-                token,
-                owner,
-            )
-        todo = [e[0] for e in epochs if e[0] > done]
-        log.info(
-            "restored Kafka sink output of %s (run %s): checkpoints %s, committed up to %s; "
-            "committing %s",
-            owner,
-            token,
-            [e[0] for e in epochs],
-            done,
-            todo,
-        )
+        commit_restored(sink, servers, restored)
+        # Made at the first commit: see commit_restored for why not here.
+        self.txn: _TxnProducer | None = None
 
     def write(self, records: list[Any]) -> None:
         self.current.extend(self.sink.encode(records))
@@ -484,8 +491,11 @@ class ExactlyOnceWriter(SinkWriter):
         due = [e for e in self.pending if e[0] <= checkpoint_id]
         if not due:
             return
+        if self.txn is None:
+            self.txn = _TxnProducer(self.sink, self.servers, self.writer_id)
         self.txn.commit_epochs(self.token, due)
         self.pending = [e for e in self.pending if e[0] > checkpoint_id]
 
     def close(self) -> None:
-        self.txn.close()
+        if self.txn is not None:
+            self.txn.close()
