@@ -135,6 +135,10 @@ class SnapshotWriter:
         self._created_at = created_at or datetime.now(UTC)  # the barrier's time
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="rewind-snapshot")
         self._lock = threading.Lock()
+        # Encoding holds the GIL, so encoding files in parallel only interleaves them and
+        # they all finish late. One at a time, each file is ready as early as possible
+        # and uploads (which release the GIL) overlap with the encoding of the next.
+        self._encode_lock = threading.Lock()
         self._steps: dict[str, int] = {}
         self._tasks: dict[tuple[str, int], tuple[str, Future[SubtaskFile]]] = {}
         self._sources: dict[str, dict[str, Any]] = {}
@@ -308,6 +312,29 @@ class SnapshotWriter:
         operator_state: Any,
     ) -> SubtaskFile:
         self._preflight.result()  # never write into a folder that holds a snapshot
+        with self._encode_lock:
+            payload, blocks, op_block, digest = self._encode(uid, subtask, keyed, operator_state)
+        if self._state == "aborted":
+            raise SnapshotError("aborted")
+        self._storage.put(key, payload)
+        with self._lock:
+            self._written.append(key)
+            self._bytes_written += len(payload)
+        return SubtaskFile(
+            subtask=subtask,
+            file=key,
+            size=len(payload),
+            sha256=digest,
+            key_group_range=bounds,
+            blocks=blocks,
+            operator_state=op_block,
+        )
+
+    @staticmethod
+    def _encode(
+        uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any
+    ) -> tuple[bytes, list[tuple[int, int, int, str]], tuple[int, int, str] | None, str]:
+        """The data file's bytes, its block index, operator-state block and sha256."""
         packer = codec.new_packer()
         chunks: list[bytes] = []
         blocks: list[tuple[int, int, int, str]] = []
@@ -337,23 +364,7 @@ class SnapshotWriter:
             whole.update(data)
             chunks.append(data)
             offset += len(data)
-        payload = b"".join(chunks)
-        del chunks
-        if self._state == "aborted":
-            raise SnapshotError("aborted")
-        self._storage.put(key, payload)
-        with self._lock:
-            self._written.append(key)
-            self._bytes_written += len(payload)
-        return SubtaskFile(
-            subtask=subtask,
-            file=key,
-            size=len(payload),
-            sha256=whole.hexdigest(),
-            key_group_range=bounds,
-            blocks=blocks,
-            operator_state=op_block,
-        )
+        return b"".join(chunks), blocks, op_block, whole.hexdigest()
 
     def _remove_written(self) -> None:
         # Wait for uploads still running, or a file could appear after the cleanup.

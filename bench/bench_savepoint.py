@@ -1,0 +1,262 @@
+"""Savepoint write and restore throughput, next to the physical limits, in one run.
+
+State: N keys (default 1 M) of {post_id: count} over 128 key groups and 4 subtasks,
+the shape of examples/post_analytics. For each storage it measures, on the same bytes:
+
+  savepoint write   SnapshotWriter: add_subtask x 4 + finish (encode, sha256, upload,
+                    manifest), from the caller's first call to finish() returning
+  raw upload        S3: boto3 `upload_fileobj` of one object of the same size (boto3's
+                    own high-level transfer, default settings); file: one write + fsync
+  restore           SnapshotReader: all key groups of all subtasks, decoded into dicts
+  raw download      S3: boto3 `download_fileobj`; file: one read
+
+Throughput is encoded bytes / seconds (MB = 10^6 bytes) and keys / seconds; each figure
+is the median of --repeat runs. The S3 half uses the MinIO from dev/ (AWS_* variables,
+else `dev/cluster env`); when no cluster is up it runs file:// only and says so.
+
+    .venv/bin/python bench/bench_savepoint.py [--keys N] [--repeat R] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter, dispose
+
+REPO = Path(__file__).resolve().parents[1]
+UID = "count-per-post"
+
+
+def build_state(keys: int, key_groups: int, seed: int = 7) -> dict[int, dict[int, int]]:
+    rng = random.Random(seed)
+    state: dict[int, dict[int, int]] = {kg: {} for kg in range(key_groups)}
+    post_ids = rng.sample(range(10**12), keys)
+    for post_id in post_ids:
+        # A stable multiplicative hash spreads ids over key groups like the engine's does.
+        kg = ((post_id * 2654435761) & 0xFFFFFFFF) % key_groups
+        state[kg][post_id] = rng.randrange(1, 100_000)
+    return state
+
+
+def ranges(subtasks: int, key_groups: int) -> list[range]:
+    return [
+        range(i * key_groups // subtasks, (i + 1) * key_groups // subtasks) for i in range(subtasks)
+    ]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def write_savepoint(uri: str, state: dict[int, dict[int, int]], subtasks: int) -> int:
+    key_groups = len(state)
+    writer = SnapshotWriter(
+        uri,
+        "savepoint",
+        uri.rsplit("/", 1)[-1],
+        SnapshotMeta(job_id="bench", flow="bench_savepoint", max_parallelism=key_groups),
+    )
+    for subtask, groups in enumerate(ranges(subtasks, key_groups)):
+        writer.add_subtask(
+            UID, subtask, subtasks, groups, {kg: state[kg] for kg in groups}, {"offset": 1}
+        )
+    return writer.finish().size_bytes
+
+
+def restore_savepoint(uri: str, subtasks: int, key_groups: int) -> int:
+    keys = 0
+    with SnapshotReader(uri, max_parallelism=key_groups) as reader:
+        for groups in ranges(subtasks, key_groups):
+            restored = dict(reader.keyed_state(UID, groups))
+            keys += sum(len(v) for v in restored.values())
+    return keys
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_backend(
+    name: str,
+    location: str,
+    state: dict[int, dict[int, int]],
+    args: argparse.Namespace,
+    raw_put: Callable[[bytes], None],
+    raw_get: Callable[[], bytes],
+) -> dict[str, Any]:
+    keys = sum(len(v) for v in state.values())
+    write_s: list[float] = []
+    read_s: list[float] = []
+    size = 0
+    for attempt in range(args.repeat):
+        uri = f"{location.rstrip('/')}/sp-bench-{attempt}-{uuid.uuid4().hex[:6]}"
+        seconds, size = timed(lambda uri=uri: write_savepoint(uri, state, args.subtasks))
+        write_s.append(seconds)
+        seconds, restored = timed(
+            lambda uri=uri: restore_savepoint(uri, args.subtasks, args.key_groups)
+        )
+        assert restored == keys, (restored, keys)
+        read_s.append(seconds)
+        dispose(uri)
+    payload = os.urandom(size)
+    up_s: list[float] = []
+    down_s: list[float] = []
+    for _ in range(args.repeat):
+        up_s.append(timed(lambda: raw_put(payload))[0])
+        seconds, data = timed(raw_get)
+        assert len(data) == size
+        down_s.append(seconds)
+    result = {
+        "backend": name,
+        "keys": keys,
+        "bytes": size,
+        "savepoint_write_s": median(write_s),
+        "raw_upload_s": median(up_s),
+        "restore_s": median(read_s),
+        "raw_download_s": median(down_s),
+    }
+    result["write_vs_raw"] = result["raw_upload_s"] / result["savepoint_write_s"]
+    result["restore_vs_raw"] = result["raw_download_s"] / result["restore_s"]
+    return result
+
+
+def bench_file(state: dict[int, dict[int, int]], args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="rewind-bench-", dir=args.tmp))
+    raw = folder / "raw.bin"
+
+    def put(data: bytes) -> None:
+        with open(raw, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    try:
+        return bench_backend("file://", folder.as_uri(), state, args, put, raw.read_bytes)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cluster_env() -> dict[str, str] | None:
+    """MinIO settings: the AWS variables if set, else what `dev/cluster env` prints."""
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return dict(os.environ)
+    try:
+        out = subprocess.run(
+            [str(REPO / "dev" / "cluster"), "env"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    env = dict(os.environ)
+    for line in out.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value.strip().strip("'\"")
+    return env if env.get("AWS_ENDPOINT_URL") else None
+
+
+def bench_s3(state: dict[int, dict[int, int]], args: argparse.Namespace) -> dict[str, Any]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    bucket = f"rewind-bench-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    transfer = TransferConfig()  # boto3's defaults: 8 MB parts, 10 threads
+
+    def put(data: bytes) -> None:
+        client.upload_fileobj(io.BytesIO(data), bucket, "raw.bin", Config=transfer)
+
+    def get() -> bytes:
+        buffer = io.BytesIO()
+        client.download_fileobj(bucket, "raw.bin", buffer, Config=transfer)
+        return buffer.getvalue()
+
+    try:
+        return bench_backend("s3:// (MinIO)", f"s3://{bucket}/bench", state, args, put, get)
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+
+def report(results: list[dict[str, Any]], target: float) -> str:
+    lines = []
+    for r in results:
+        mb = r["bytes"] / 1e6
+        lines.append(f"{r['backend']}: {r['keys']:,} keys, {mb:.1f} MB encoded")
+        rows = [
+            ("savepoint write", r["savepoint_write_s"], True),
+            ("raw upload", r["raw_upload_s"], False),
+            ("restore", r["restore_s"], True),
+            ("raw download", r["raw_download_s"], False),
+        ]
+        for label, seconds, has_keys in rows:
+            keys = f"{r['keys'] / seconds / 1e6:7.2f} M keys/s" if has_keys else ""
+            lines.append(f"  {label:<16} {seconds * 1000:8.1f} ms {mb / seconds:8.1f} MB/s  {keys}")
+        verdict = "OK" if r["write_vs_raw"] >= target else "BELOW TARGET"
+        lines.append(
+            f"  write = {r['write_vs_raw']:.0%} of raw upload (target >= {target:.0%}: "
+            f"{verdict}); restore = {r['restore_vs_raw']:.0%} of raw download"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--key-groups", type=int, default=128)
+    parser.add_argument("--subtasks", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tmp", default=None, help="folder for the file:// half")
+    parser.add_argument("--no-s3", action="store_true", help="file:// only")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    state = build_state(args.keys, args.key_groups)
+    results = [bench_file(state, args)]
+    notes = []
+    env = None if args.no_s3 else cluster_env()
+    if env is None:
+        notes.append("s3:// skipped: no MinIO (set AWS_ENDPOINT_URL or run `dev/cluster up`)")
+    else:
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "REWIND_"))})
+        results.append(bench_s3(state, args))
+    if args.json:
+        print(json.dumps({"results": results, "notes": notes}, indent=2))
+    else:
+        print(report(results, target=0.5))
+        for note in notes:
+            print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
