@@ -49,6 +49,7 @@ from rewind_operator.models import (
     StreamApp,
     StreamAppSpec,
     StreamAppStatus,
+    UpgradeMode,
     parse_duration,
 )
 from rewind_operator.observed import AppObserved, PodObs, SavepointObs, SavepointObserved
@@ -70,6 +71,8 @@ class Policy:
     crash_restarts: int = 3
     """A new version whose container restarted this often is rolled back at once,
     without waiting for the readiness timeout."""
+    default_upgrade_mode: UpgradeMode = "savepoint"
+    """The upgrade mode of apps that do not set `spec.upgradeMode`."""
 
 
 DEFAULT_POLICY = Policy()
@@ -322,10 +325,11 @@ def _spec_summary(old: StreamAppSpec | None, new: StreamAppSpec) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def validate(app: StreamApp, observed: AppObserved) -> list[str]:
+def validate(app: StreamApp, observed: AppObserved, policy: Policy = DEFAULT_POLICY) -> list[str]:
     """What is wrong with the spec beyond what the schema checks (empty = fine)."""
     spec = app.spec
     status = app.status
+    mode = spec.upgrade_mode or policy.default_upgrade_mode
     problems: list[str] = []
     if spec.restore.savepoint and spec.restore.path:
         problems.append("restore.savepoint and restore.path are mutually exclusive")
@@ -341,7 +345,7 @@ def validate(app: StreamApp, observed: AppObserved) -> list[str]:
         problems.append(
             f"restore.path {spec.restore.path!r} is not an s3:// or file:// URI or 'latest'"
         )
-    if spec.restore.path == "latest" and spec.upgrade_mode == "stateless":
+    if spec.restore.path == "latest" and mode == "stateless":
         problems.append("restore.path 'latest' contradicts upgradeMode 'stateless'")
     names = [var.name for var in spec.env]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -360,7 +364,7 @@ def validate(app: StreamApp, observed: AppObserved) -> list[str]:
     reconciled = status.last_reconciled_spec
     if (
         reconciled is not None
-        and spec.upgrade_mode != "stateless"
+        and mode != "stateless"
         and reconciled.max_parallelism != spec.max_parallelism
         and reconciled.max_parallelism is not None
     ):
@@ -414,6 +418,11 @@ class _Ctx:
         found = condition(self.status, type_)
         return found.reason if found else None
 
+    @property
+    def mode(self) -> UpgradeMode:
+        """The app's upgrade mode, or the operator's default."""
+        return self.app.spec.upgrade_mode or self.policy.default_upgrade_mode
+
     def phase(self, phase: AppPhase) -> None:
         self.status.phase = phase
 
@@ -447,7 +456,7 @@ def decide(
     _observe_into_status(ctx)
     if app.metadata.get("deletionTimestamp"):
         return _decide_delete(ctx)
-    problems = validate(app, observed)
+    problems = validate(app, observed, policy)
     if problems:
         return _invalid(ctx, problems)
     op = ctx.status.operation
@@ -606,7 +615,7 @@ def _first_deploy(ctx: _Ctx) -> None:
         ctx.cond("Ready", "False", reason, problem or "")
         ctx.cond("Progressing", "False", reason, problem or "")
         return
-    if restore is None and spec.upgrade_mode != "stateless" and not spec.restore.allow_empty_state:
+    if restore is None and ctx.mode != "stateless" and not spec.restore.allow_empty_state:
         existing = [s.name for s in _app_savepoints(ctx.name, obs) if s.phase == "Completed"]
         stored = list(obs.stored_snapshots or ())
         refuse = None
@@ -702,14 +711,14 @@ def _start_upgrade(ctx: _Ctx) -> None:
     spec = ctx.app.spec
     st = ctx.status
     summary = _spec_summary(st.last_reconciled_spec, spec)
-    if spec.upgrade_mode == "stateless":
+    if ctx.mode == "stateless":
         ctx.event("Normal", "UpgradeStarted", f"{summary}: stateless upgrade, restarting empty")
         _deploy(ctx, "upgrade", spec, None, f"{summary}: deploying from empty state")
         return
-    if spec.upgrade_mode == "last-state" or not _current_ready(ctx):
+    if ctx.mode == "last-state" or not _current_ready(ctx):
         why = (
             "last-state upgrade"
-            if spec.upgrade_mode == "last-state"
+            if ctx.mode == "last-state"
             else "the running version is not ready, so no savepoint can be taken; restarting from "
             "the newest checkpoint"
         )
@@ -723,8 +732,7 @@ def _start_upgrade(ctx: _Ctx) -> None:
 
 
 def _start_suspend(ctx: _Ctx) -> None:
-    spec = ctx.app.spec
-    if spec.upgrade_mode != "savepoint" or not _current_ready(ctx):
+    if ctx.mode != "savepoint" or not _current_ready(ctx):
         _scale_down(ctx, None)
         return
     _start_gated(
@@ -759,9 +767,9 @@ def _scale_down(ctx: _Ctx, savepoint: str | None) -> None:
 def _start_resume(ctx: _Ctx) -> None:
     spec = ctx.app.spec
     st = ctx.status
-    if spec.upgrade_mode == "stateless":
+    if ctx.mode == "stateless":
         restore = None
-    elif spec.upgrade_mode == "last-state":
+    elif ctx.mode == "last-state":
         restore = "latest"
     elif st.last_savepoint is not None and st.last_savepoint.path:
         restore = st.last_savepoint.path

@@ -185,10 +185,11 @@ class StreamAppSpec(_Model):
     """Number of key groups (the upper bound for parallelism). Fixed for the life of the
     state: a stateful upgrade that changes it is refused."""
 
-    upgrade_mode: UpgradeMode = "savepoint"
+    upgrade_mode: UpgradeMode | None = None
     """How a change that needs a restart is applied: `savepoint` (stop with a savepoint,
     start the new version from it), `last-state` (restart from the newest checkpoint),
-    `stateless` (restart from empty state)."""
+    `stateless` (restart from empty state). Unset: the operator's default (`savepoint`
+    unless the operator was installed with another)."""
 
     state: JobState = "running"
     """`running`, or `suspended`: take a savepoint and scale to zero; set back to
