@@ -247,3 +247,17 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = (REPO / ".dockerignore").read_text().split()
     for heavy in [".git", ".venv", "dev/.state"]:
         assert heavy in ignored
+
+
+# ---- README and example manifests -----------------------------------------------------
+
+
+def test_readme_reference_is_generated_from_the_current_models() -> None:
+    from dev import docgen
+
+    text = (REPO / "README.md").read_text()
+    assert docgen.BEGIN in text, "README.md lost its generated reference section"
+    assert docgen.update(text) == text, "README.md reference is stale: run python -m dev.docgen"
+    # The generated tables document the fields users set most.
+    for field in ["spec.upgradeMode", "spec.snapshots.location", "spec.app", "status.sizeBytes"]:
+        assert f"`{field}`" in text
