@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dev import docgen
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "rewind"
 DOCKERFILES = [
@@ -253,8 +255,6 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 
 def test_readme_reference_is_generated_from_the_current_models() -> None:
-    from dev import docgen
-
     text = (REPO / "README.md").read_text()
     assert docgen.BEGIN in text, "README.md lost its generated reference section"
     assert docgen.update(text) == text, "README.md reference is stale: run python -m dev.docgen"
