@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rewind_operator.models import StreamApp
 
 from dev import docgen
 
@@ -120,6 +121,16 @@ def test_schema_enums_match_the_operator_models() -> None:
     streamapp_crd = yaml.safe_load((REPO / "crds" / "streamapps.rewind.dev.yaml").read_text())
     spec = streamapp_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert sorted(modes["enum"]) == sorted(spec["properties"]["upgradeMode"]["enum"])
+
+
+def test_chart_sets_only_settings_the_operator_reads() -> None:
+    """A misspelt REWIND_* variable would be ignored silently by the operator."""
+    settings = (REPO / "operator" / "rewind_operator" / "settings.py").read_text()
+    known = set(re.findall(r"REWIND_[A-Z_]+", settings))
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    sets = set(re.findall(r"name: (REWIND_[A-Z_]+)", deployment))
+    assert sets, "the chart passes no settings to the operator"
+    assert sets <= known, f"settings.py does not read {sorted(sets - known)}"
 
 
 # ---- Dockerfiles -----------------------------------------------------------------------
@@ -261,3 +272,25 @@ def test_readme_reference_is_generated_from_the_current_models() -> None:
     # The generated tables document the fields users set most.
     for field in ["spec.upgradeMode", "spec.snapshots.location", "spec.app", "status.sizeBytes"]:
         assert f"`{field}`" in text
+
+
+def _example_apps() -> list[Path]:
+    return sorted((REPO / "examples").glob("streamapp-*.yaml"))
+
+
+def test_example_streamapps_are_valid_and_tell_the_upgrade_story() -> None:
+    apps = {
+        p.name: StreamApp.model_validate(yaml.safe_load(p.read_text())) for p in _example_apps()
+    }
+    assert {"streamapp-v1.yaml", "streamapp-v2.yaml"} <= set(apps)
+    v1, v2 = apps["streamapp-v1.yaml"], apps["streamapp-v2.yaml"]
+    assert v1.metadata["name"] == v2.metadata["name"], "v2 must upgrade the same app"
+    assert v1.spec.image != v2.spec.image
+    assert v2.spec.upgrade_mode == "savepoint"
+    # The dev image map knows every example image, so the demo can run them.
+    images = yaml.safe_load((REPO / "dev" / "images.yaml").read_text())["images"]
+    for name, app in apps.items():
+        assert app.spec.image in images, f"{name}: {app.spec.image} is not in dev/images.yaml"
+        assert (REPO / images[app.spec.image]["dir"] / app.spec.flow).exists(), (
+            f"{name}: flow {app.spec.flow} is not in {images[app.spec.image]['dir']}"
+        )
