@@ -31,6 +31,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -161,6 +162,8 @@ class KafkaSource(SourceBase):
         self._known: list[str] = []
         self._consumers: dict[int, _SharedConsumer] = {}
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._refresh: Future[list[str]] | None = None
 
     # -- discovery -------------------------------------------------------------------
 
@@ -201,8 +204,9 @@ class KafkaSource(SourceBase):
         """Partitions of the topics, as "topic:partition" ids.
 
         The first call waits (retrying with backoff) up to `connect_timeout_s` for the
-        brokers and fails with a clear error after that; later calls, made while
-        running, keep the last known list when the brokers do not answer.
+        brokers and fails with a clear error after that. Later calls never wait: they
+        return what the previous background refresh found and start the next one, and
+        keep the last known list while the brokers do not answer.
         """
         if self._initial is None:
             try:
@@ -220,17 +224,31 @@ class KafkaSource(SourceBase):
             self._initial = set(splits)
             self._known = splits
             return list(splits)
-        try:
-            splits = self._list_splits(timeout_s=5.0)
-        except KafkaException as exc:
-            log.warning("partition discovery failed, keeping %d known: %s", len(self._known), exc)
-            return list(self._known)
+        # While running, the metadata request runs in the background: the runtime calls
+        # this from its scheduler loop, which must not wait on an unreachable broker.
+        future = self._refresh
+        if future is None or future.done():
+            if future is not None:
+                try:
+                    self._merge(future.result())
+                except KafkaException as exc:
+                    log.warning(
+                        "partition discovery failed, keeping %d known: %s", len(self._known), exc
+                    )
+            self._refresh = self._discovery().submit(self._list_splits, 10.0)
+        return list(self._known)
+
+    def _merge(self, splits: list[str]) -> None:
         new = sorted(set(splits) - set(self._known), key=parse_split)
         if new:
             log.info("new Kafka partitions discovered: %s", new)
         # Never forget a split: a transient metadata gap must not close a reader.
         self._known = sorted(set(self._known) | set(splits), key=parse_split)
-        return list(self._known)
+
+    def _discovery(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="rewind-kafka-discovery")
+        return self._executor
 
     def _what(self) -> str:
         if self.pattern is not None:
@@ -340,6 +358,9 @@ class KafkaSource(SourceBase):
             self._consumers.clear()
         for s in shared:
             s.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self._admin = None
 
 

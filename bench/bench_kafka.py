@@ -1,0 +1,248 @@
+"""Kafka-to-Kafka keyed count through the engine, next to bare client loops, in one run.
+
+Input: N JSON post events ({"post": "p<k>", "kind": "view"|"click"}, K distinct posts,
+keyed by post) in a topic of P partitions on the broker from dev/ (REWIND_KAFKA_BOOTSTRAP,
+else `dev/cluster env`). Every contender reads all N and writes one (post, count) JSON
+record per input record to its own output topic, with the SAME librdkafka settings (the
+connector's consumer_config/producer_config) and the same batch size:
+
+  copy loop      consume a batch -> produce each message's key and value unchanged; the
+                 client's own ceiling (no decoding, no state)
+  count loop     consume a batch -> json.loads -> dict count per post -> json encode ->
+                 produce: the same work as the flow without the engine (the ceiling the
+                 target is measured against)
+  engine a-l-o   KafkaSource -> key_by -> count -> KafkaSink(delivery="at-least-once"),
+                 checkpoints every --checkpoint-interval seconds
+  engine e-o     the same with delivery="exactly-once" (transactions; output leaves at
+                 each checkpoint)
+
+Time runs from the start (the engine's includes setup) until every output record is
+acknowledged by the broker (the output topic's end offsets sum to N, read committed).
+Target: engine at-least-once >= 60% of the count loop.
+
+    .venv/bin/python bench/bench_kafka.py [--events N] [--partitions P] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from rewind_engine import Dataflow
+from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
+from rewind_engine.connectors.kafka.config import consumer_config, producer_config
+from rewind_engine.runtime.job import Job
+from rewind_engine.settings import RuntimeSettings, Settings, SnapshotSettings
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = RuntimeSettings().batch_size
+
+
+def bootstrap() -> str:
+    if os.environ.get("REWIND_KAFKA_BOOTSTRAP"):
+        return os.environ["REWIND_KAFKA_BOOTSTRAP"]
+    out = subprocess.run(
+        [str(REPO / "dev" / "cluster"), "env"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        if "REWIND_KAFKA_BOOTSTRAP=" in line:
+            return line.split("=", 1)[1].strip().strip("'\"")
+    sys.exit("no Kafka: run `dev/cluster up` first")
+
+
+def create_topics(admin: AdminClient, names: list[str], partitions: int) -> None:
+    for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        future.result()
+
+
+def fill(servers: str, topic: str, events: int, posts: int) -> None:
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 20, "batch.size": 1_000_000})
+    kinds = ("view", "view", "view", "click")
+    for i in range(events):
+        post = f"p{(i * 7919) % posts}"
+        value = json.dumps({"post": post, "kind": kinds[i % 4]}).encode()
+        while True:
+            try:
+                producer.produce(topic, value, post.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+
+
+def end_offsets(admin: AdminClient, topic: str, partitions: int) -> int:
+    tps = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+    futures = admin.list_offsets(tps, isolation_level=IsolationLevel.READ_COMMITTED)
+    return sum(f.result().offset for f in futures.values())
+
+
+class Watch:
+    """Polls the output topic's end offsets until they reach the expected total."""
+
+    def __init__(self, admin: AdminClient, topic: str, partitions: int, expected: int):
+        self.done = threading.Event()
+        self.finished_at = 0.0
+        self._args = (admin, topic, partitions, expected)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        admin, topic, partitions, expected = self._args
+        while end_offsets(admin, topic, partitions) < expected:
+            time.sleep(0.05)
+        self.finished_at = time.perf_counter()
+        self.done.set()
+
+
+def bare_loop(
+    servers: str,
+    source: str,
+    sink: str,
+    partitions: int,
+    events: int,
+    transform: Callable[[Any], tuple[bytes | None, bytes | None]] | None,
+) -> float:
+    consumer = Consumer(consumer_config(servers, f"bench-{uuid.uuid4().hex[:6]}", {}))
+    consumer.assign([TopicPartition(source, p, 0) for p in range(partitions)])
+    producer = Producer(producer_config(servers, {}))
+    produce = producer.produce
+    start = time.perf_counter()
+    seen = 0
+    while seen < events:
+        for msg in consumer.consume(BATCH, 0.1):
+            if msg.error():
+                continue
+            seen += 1
+            if transform is None:
+                key, value = msg.key(), msg.value()
+            else:
+                key, value = transform(msg.value())
+            while True:
+                try:
+                    produce(sink, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+    producer.flush()
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def count_transform() -> Callable[[Any], tuple[bytes | None, bytes | None]]:
+    counts: dict[str, int] = {}
+    loads, dumps = json.loads, json.JSONEncoder(separators=(",", ":")).encode
+
+    def transform(value: bytes) -> tuple[bytes | None, bytes | None]:
+        post = loads(value)["post"]
+        n = counts.get(post, 0) + 1
+        counts[post] = n
+        return post.encode(), dumps({"post": post, "count": n}).encode()
+
+    return transform
+
+
+def engine(
+    servers: str,
+    source: str,
+    sink: str,
+    partitions: int,
+    events: int,
+    delivery: str,
+    interval: float,
+    admin: AdminClient,
+    snaps: str,
+) -> float:
+    flow = Dataflow("bench-kafka")
+    (
+        flow.source("events", KafkaSource(source, bootstrap_servers=servers))
+        .key_by("by-post", lambda e: e["post"])
+        .count("count")
+        .sink(
+            "counts",
+            KafkaSink(
+                sink,
+                bootstrap_servers=servers,
+                delivery=delivery,  # type: ignore[arg-type]
+                key=lambda r: r[0],
+                value=lambda r: {"post": r[0], "count": r[1]},
+            ),
+        )
+    )
+    settings = Settings(snapshots=SnapshotSettings(location=snaps, checkpoint_interval_s=interval))
+    job = Job(flow, settings)
+
+    async def run() -> float:
+        start = time.perf_counter()
+        watch = Watch(admin, sink, partitions, events)
+        task = asyncio.create_task(job.run())
+        while not watch.done.is_set():
+            if task.done():
+                raise RuntimeError(f"the job ended early: {job.state} {job.error}")
+            await asyncio.sleep(0.05)
+        job.cancel()
+        await task
+        return watch.finished_at - start
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--posts", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--checkpoint-interval", type=float, default=5.0)
+    parser.add_argument("--skip-exactly-once", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    servers = bootstrap()
+    admin = AdminClient({"bootstrap.servers": servers})
+    run = uuid.uuid4().hex[:6]
+    source = f"bench-events-{run}"
+    outs = {name: f"bench-{name}-{run}" for name in ("copy", "count", "engine-alo", "engine-eo")}
+    create_topics(admin, [source, *outs.values()], args.partitions)
+    print(f"filling {source}: {args.events} events, {args.partitions} partitions", file=sys.stderr)
+    fill(servers, source, args.events, args.posts)
+    snaps = f"file:///tmp/rewind-bench-kafka-{run}"
+    n, p = args.events, args.partitions
+    seconds: dict[str, float] = {}
+    seconds["copy loop"] = bare_loop(servers, source, outs["copy"], p, n, None)
+    seconds["count loop"] = bare_loop(servers, source, outs["count"], p, n, count_transform())
+    interval = args.checkpoint_interval
+    seconds["engine at-least-once"] = engine(
+        servers, source, outs["engine-alo"], p, n, "at-least-once", interval, admin, snaps
+    )
+    if not args.skip_exactly_once:
+        seconds["engine exactly-once"] = engine(
+            servers, source, outs["engine-eo"], p, n, "exactly-once", interval, admin, snaps
+        )
+    admin.delete_topics([source, *outs.values()])
+    rates = {k: n / v for k, v in seconds.items()}
+    ceiling = rates["count loop"]
+    if args.json:
+        print(json.dumps({"events": n, "partitions": p, "records_per_s": rates}, indent=2))
+        return
+    print(f"\nKafka-to-Kafka keyed count, {n} events, {p} partitions, batch {BATCH}")
+    print(f"{'contender':24} {'seconds':>8} {'records/s':>12} {'of count loop':>14}")
+    for name, secs in seconds.items():
+        print(f"{name:24} {secs:8.2f} {rates[name]:12,.0f} {rates[name] / ceiling:14.0%}")
+    ratio = rates["engine at-least-once"] / ceiling
+    verdict = "meets" if ratio >= 0.6 else "misses"
+    print(f"\nengine at-least-once = {ratio:.0%} of the count loop: {verdict} the 60% target")
+
+
+if __name__ == "__main__":
+    main()
