@@ -8,10 +8,9 @@ so it is safe to call again. `down` stops everything it started, pods included.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
-import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from dev.plane import build, components, pki, procs
 from dev.plane.components import HOST, Spec
-from dev.plane.layout import State
+from dev.plane.layout import REPO, State
 
 ORDER = ("etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler", "kubelet")
 """Start order; `down` stops in reverse (the kubelet first, so it ends its pods)."""
@@ -166,12 +165,20 @@ def down(state: State) -> None:
         grace = 45.0 if name == "kubelet" else 30.0 if name == "kafka" else 10.0
         if procs.stop(state, name, grace):
             print(f"dev/cluster: stopped {name}", file=sys.stderr, flush=True)
+        if name == "kubelet" and components.kubelet_available():
+            subprocess.run(
+                components.kubelet_cleanup_argv(state),
+                cwd=REPO,
+                env=os.environ | {"PYTHONPATH": str(REPO)},
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
+    # Container processes outlive a kubelet restart (it adopts them), so they need not be
+    # below it; they inherit our marker, and whatever they started goes with them.
     strays = _marked_strays(state)
-    for p in strays:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGKILL)
     if strays:
-        print(f"dev/cluster: killed {len(strays)} stray process(es)", file=sys.stderr)
+        procs.kill_trees(strays, grace=10.0)
+        print(f"dev/cluster: stopped {len(strays)} leftover process(es)", file=sys.stderr)
 
 
 def status(state: State) -> int:

@@ -53,6 +53,8 @@ DEFAULT_PORTS = {
 
 def _free(port: int) -> bool:
     with socket.socket() as s:
+        # As servers bind: a port whose last connection lingers in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -184,6 +186,13 @@ def apiserver(state: State, p: dict[str, int]) -> Spec:
         # Endpoints may not hold loopback addresses, so the `kubernetes` Service gets none;
         # in-cluster clients reach the API server through KUBERNETES_SERVICE_HOST instead.
         "--endpoint-reconciler-type=none",
+        # The controller manager and scheduler read this CA from a ConfigMap to trust an
+        # aggregating proxy; none is in use, and the name below matches no certificate.
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         "--allow-privileged=true", "--profiling=false", "--v=1",
     ]  # fmt: skip
 
@@ -336,12 +345,19 @@ def kubelet_available() -> bool:
     return (REPO / "dev" / "kubelet" / "__main__.py").exists()
 
 
+def kubelet_cleanup_argv(state: State) -> list[str]:
+    """Stops every container process the kubelet recorded, even if it was killed."""
+    python = str(REPO / ".venv" / "bin" / "python")
+    return [python, "-m", "dev.kubelet", "--cleanup", f"--state-dir={state.root}"]
+
+
 def kubelet(state: State, p: dict[str, int]) -> Spec:
     venv_bin = REPO / ".venv" / "bin"
     env = _base_env(state) | {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
     argv = [
         str(venv_bin / "python"), "-m", "dev.kubelet",
         f"--kubeconfig={state.kubeconfig('kubelet')}", f"--state-dir={state.root}",
+        f"--port={p['kubelet']}",
     ]  # fmt: skip
 
     def healthy() -> bool:

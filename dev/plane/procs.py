@@ -149,3 +149,14 @@ def stop(state: State, name: str, grace: float) -> bool:
         _wait_gone(tree, 5)
     pidfile.unlink(missing_ok=True)
     return True
+
+
+def kill_trees(roots: list[Proc], grace: float) -> None:
+    """SIGTERM `roots` and all their descendants, SIGKILL whatever is left after `grace`."""
+    tree = list(roots)
+    for r in roots:
+        tree += [d for d in descendants(r) if d not in tree]
+    _signal(tree, signal.SIGTERM)
+    if not _wait_gone(tree, grace):
+        _signal(tree, signal.SIGKILL)
+        _wait_gone(tree, 5)

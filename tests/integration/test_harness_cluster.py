@@ -101,9 +101,8 @@ def test_an_object_written_to_minio_reads_back(cluster: ClusterEnv, s3_bucket: s
 
 def _topic(bootstrap: str) -> str:
     name = f"harness-{uuid.uuid4().hex[:8]}"
-    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(name, num_partitions=1, replication_factor=1)]
-    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
     futures[name].result(timeout=60)
     return name
 
