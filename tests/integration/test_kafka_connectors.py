@@ -380,7 +380,7 @@ def test_a_restore_fences_the_old_writer(kafka_bootstrap: str, topic_factory: An
     c2 = zombie.pre_commit(2)
     # A new attempt restores checkpoint 2 while the old process still runs.
     sink.open(sink_ctx(), [c2]).close()
-    with pytest.raises(KafkaException, match="(?i)fenced"):
+    with pytest.raises(KafkaException, match=r"(?i)fenced"):
         zombie.commit(2, c2)
     assert sorted(v for _k, v in read_committed(kafka_bootstrap, out, 2)) == [b"a", b"b"]
 
