@@ -78,7 +78,7 @@ def check_tools(components: list[Component]) -> None:
             missing.append("Maven to fetch Kafka's jars (Debian: apt-get install maven)")
     if missing:
         listing = "\n  - ".join(missing)
-        raise MissingTool(f"dev/cluster cannot build; please install:\n  - {listing}")
+        raise MissingTool(f"cannot build; please install:\n  - {listing}")
 
 
 def go_env() -> dict[str, str]:
