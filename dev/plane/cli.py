@@ -8,6 +8,7 @@ so it is safe to call again. `down` stops everything it started, pods included.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shlex
 import subprocess
@@ -206,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help='print shell export lines (eval "$(dev/cluster env)")')
     args = parser.parse_args(argv)
     state = State.default()
+    state.root.mkdir(parents=True, exist_ok=True)
+    # One `dev/cluster` at a time per state folder: two concurrent `up`s (two test runs)
+    # would otherwise both start a process for each component.
+    lock = (state.root / ".lock").open("w")
+    if args.cmd in ("build", "up", "down"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         if args.cmd == "build":
             build.build_all(state, args.components or None)
@@ -223,4 +230,6 @@ def main(argv: list[str] | None = None) -> int:
     except (build.MissingTool, ClusterError, RuntimeError) as e:
         print(f"dev/cluster: {e}", file=sys.stderr)
         return 2
+    finally:
+        lock.close()
     return 0
