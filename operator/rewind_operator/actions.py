@@ -22,6 +22,7 @@ class ApplyWorkload:
     """What the engine restores from (`--restore`), None for empty state."""
     replicas: int
     workload_hash: str
+    service_account: str
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from rewind_operator.models import (
     parse_duration,
 )
 from rewind_operator.observed import AppObserved, PodObs, SavepointObs, SavepointObserved
-from rewind_operator.workload import workload_hash
+from rewind_operator.workload import ENGINE_SA, workload_hash
 
 # --------------------------------------------------------------------------- policy
 
@@ -73,6 +73,8 @@ class Policy:
     without waiting for the readiness timeout."""
     default_upgrade_mode: UpgradeMode = "savepoint"
     """The upgrade mode of apps that do not set `spec.upgradeMode`."""
+    engine_service_account: str = ENGINE_SA
+    """ServiceAccount of engine pods (part of the workload hash)."""
 
 
 DEFAULT_POLICY = Policy()
@@ -427,8 +429,9 @@ class _Ctx:
         self.status.phase = phase
 
     def apply(self, spec: StreamAppSpec, restore: str | None, replicas: int) -> str:
-        digest = workload_hash(self.name, spec, restore)
-        self.actions.append(ApplyWorkload(spec, restore, replicas, digest))
+        sa = self.policy.engine_service_account
+        digest = workload_hash(self.name, spec, restore, sa)
+        self.actions.append(ApplyWorkload(spec, restore, replicas, digest, sa))
         return digest
 
     def create_savepoint(
@@ -936,7 +939,8 @@ def _deploying(ctx: _Ctx, op: Operation) -> None:
         op.kind in ("upgrade", "redeploy")
         and ctx.app.spec.rollback.enabled
         and stable is not None
-        and workload_hash(ctx.name, stable, op.restore_path) != op.target_spec_hash
+        and workload_hash(ctx.name, stable, op.restore_path, ctx.policy.engine_service_account)
+        != op.target_spec_hash
     )
     if can_roll_back and stable is not None:
         message = (
@@ -1247,13 +1251,11 @@ def decide_savepoint(
         events.append(EmitEvent(type_, reason, message))  # type: ignore[arg-type]
 
     if sp.metadata.get("deletionTimestamp"):
-        if spec.dispose_on_delete and st.path and spec.path is None:
-            event("Normal", "Disposing", f"deleting the data at {st.path}")
-            secret = observed.app_credentials_secret
-            return SavepointDecision((*events, DisposeData(st.path, secret)), st, finalize=True)
-        if spec.dispose_on_delete and spec.path:
-            secret = observed.app_credentials_secret
-            return SavepointDecision((DisposeData(spec.path, secret),), st, finalize=True)
+        data = spec.path or st.path
+        if spec.dispose_on_delete and data:
+            secret = observed.app_credentials_secret or st.credentials_secret
+            event("Normal", "Disposing", f"deleting the savepoint data at {data}")
+            return SavepointDecision((*events, DisposeData(data, secret)), st, finalize=True)
         return SavepointDecision((), st, finalize=True)
 
     if st.phase in ("Completed", "Failed", "Abandoned"):
@@ -1261,6 +1263,8 @@ def decide_savepoint(
 
     if observed.app_image and st.image is None:
         st.image = observed.app_image
+    if observed.app_credentials_secret and st.credentials_secret is None:
+        st.credentials_secret = observed.app_credentials_secret
 
     def completed(path: str, size: int | None, sources: dict[str, Any] | None) -> SavepointDecision:
         done = st.model_copy(

@@ -479,6 +479,10 @@ class SavepointStatus(_Model):
     image: str | None = None
     """The image of the job the savepoint was taken from."""
 
+    credentials_secret: str | None = None
+    """Name (never the values) of the Secret with the storage credentials, remembered so
+    that `disposeOnDelete` still works after the app is gone."""
+
     observed_generation: int | None = None
     """The `metadata.generation` last acted on."""
 

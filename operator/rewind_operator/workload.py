@@ -25,10 +25,11 @@ HASH_ANNOTATION = "rewind.dev/workload-hash"
 RESTORE_ANNOTATION = "rewind.dev/restore"
 APP_LABEL = "app.kubernetes.io/instance"
 CONTAINER = "engine"
+ENGINE_SA = "rewind-engine"
 
 
 def workload_name(app: str) -> str:
-    """Name of the Deployment, Service and ServiceAccount of `app`."""
+    """Name of the Deployment and Service of `app`."""
     return f"{app}-engine"
 
 
@@ -105,7 +106,9 @@ def _container(app: str, spec: StreamAppSpec, restore: str | None) -> dict[str, 
     return container
 
 
-def pod_template(app: str, spec: StreamAppSpec, restore: str | None) -> dict[str, Any]:
+def pod_template(
+    app: str, spec: StreamAppSpec, restore: str | None, service_account: str = ENGINE_SA
+) -> dict[str, Any]:
     """The Deployment's pod template, without the hash annotation."""
     extra = spec.pod_template or {}
     extra_meta = extra.get("metadata") or {}
@@ -113,7 +116,7 @@ def pod_template(app: str, spec: StreamAppSpec, restore: str | None) -> dict[str
     sidecars = [c for c in extra_spec.pop("containers", []) if c.get("name") != CONTAINER]
     pod_spec: dict[str, Any] = {
         **extra_spec,
-        "serviceAccountName": workload_name(app),
+        "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": extra_spec.get("terminationGracePeriodSeconds", 60),
         "containers": [_container(app, spec, restore), *sidecars],
@@ -130,18 +133,29 @@ def pod_template(app: str, spec: StreamAppSpec, restore: str | None) -> dict[str
     }
 
 
-def workload_hash(app: str, spec: StreamAppSpec, restore: str | None) -> str:
+def workload_hash(
+    app: str, spec: StreamAppSpec, restore: str | None, service_account: str = ENGINE_SA
+) -> str:
     """A short, stable digest of the pod template."""
-    text = json.dumps(pod_template(app, spec, restore), sort_keys=True, separators=(",", ":"))
+    template = pod_template(app, spec, restore, service_account)
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def service_account(app: str) -> dict[str, Any]:
-    """The engine's ServiceAccount: no RoleBinding refers to it, no token is mounted."""
+def service_account(name: str = ENGINE_SA) -> dict[str, Any]:
+    """The engine pods' ServiceAccount, shared by the apps of a namespace (the chart
+    creates it too): no RoleBinding refers to it and no token is mounted."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": workload_name(app), "labels": labels(app)},
+        "metadata": {
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/part-of": "rewind",
+                "app.kubernetes.io/component": "engine",
+                "app.kubernetes.io/managed-by": "rewind-operator",
+            },
+        },
         "automountServiceAccountToken": False,
     }
 
@@ -159,10 +173,16 @@ def service(app: str) -> dict[str, Any]:
     }
 
 
-def deployment(app: str, spec: StreamAppSpec, restore: str | None, replicas: int) -> dict[str, Any]:
+def deployment(
+    app: str,
+    spec: StreamAppSpec,
+    restore: str | None,
+    replicas: int,
+    service_account: str = ENGINE_SA,
+) -> dict[str, Any]:
     """The engine Deployment: one replica, Recreate (never two jobs on one state)."""
-    template = pod_template(app, spec, restore)
-    digest = workload_hash(app, spec, restore)
+    template = pod_template(app, spec, restore, service_account)
+    digest = workload_hash(app, spec, restore, service_account)
     template["metadata"]["annotations"][HASH_ANNOTATION] = digest
     return {
         "apiVersion": "apps/v1",
