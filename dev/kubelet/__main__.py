@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", default="2")
     p.add_argument("--memory", default="", help="node memory capacity (default: the machine's)")
     p.add_argument(
+        "--register-with-taints",
+        default="",
+        help="comma-separated key=value:Effect taints for a newly registered node",
+    )
+    p.add_argument(
         "--cleanup", action="store_true", help="stop all recorded container processes and exit"
     )
     p.add_argument("-v", "--verbose", action="store_true")
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         backoff_max=args.backoff_max,
         cpu=args.cpu,
         memory=args.memory,
+        taints=tuple(t for t in args.register_with_taints.split(",") if t),
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -133,6 +134,7 @@ class Api:
     ) -> None:
         """A best-effort Kubernetes Event about the pod (kubectl describe shows them)."""
         meta = pod["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
@@ -145,6 +147,9 @@ class Api:
             "reason": reason,
             "message": message,
             "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
             "source": {"component": "kubelet", "host": node},
             "reportingComponent": "kubelet",
             "reportingInstance": node,

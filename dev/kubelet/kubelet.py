@@ -63,6 +63,7 @@ class KubeletSettings:
     memory: str = ""
     pods: str = "110"
     resync: float = 60.0
+    taints: tuple[str, ...] = ()
 
 
 def read_records(state_dir: Path) -> list[JsonDict]:
@@ -147,7 +148,10 @@ class Kubelet:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         api = Api(s.kubeconfig)
-        node = NodeAgent(api, NodeSettings(s.node_name, s.cpu, s.memory, s.pods, s.port or 10250))
+        node_settings = NodeSettings(
+            s.node_name, s.cpu, s.memory, s.pods, s.port or 10250, taints=s.taints
+        )
+        node = NodeAgent(api, node_settings)
         node.register()
         node.start()
         logs = None

@@ -40,6 +40,8 @@ class NodeSettings:
     lease_seconds: int = 40
     lease_period: float = 10.0
     status_period: float = 10.0
+    taints: tuple[str, ...] = ()
+    """``key=value:Effect`` taints set when the node is first registered (none by default)."""
 
     def capacity(self) -> dict[str, str]:
         memory = self.memory or _machine_memory()
@@ -139,8 +141,19 @@ def node_object(settings: NodeSettings) -> JsonDict:
                 "rewind.dev/process-kubelet": "true",
             },
         },
-        "spec": {},
+        "spec": {"taints": [parse_taint(t) for t in settings.taints]} if settings.taints else {},
     }
+
+
+def parse_taint(text: str) -> JsonDict:
+    """``key=value:Effect`` or ``key:Effect`` as a Node taint."""
+    kv, _, effect = text.rpartition(":")
+    key, _, value = kv.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise ValueError(f"not a taint (key=value:Effect): {text!r}")
+    return (
+        {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
+    )
 
 
 class NodeAgent:
@@ -160,7 +173,9 @@ class NodeAgent:
 
     def register(self) -> None:
         """Create the Node (or take over an existing one) and post a first status."""
-        self._version = self._api.server_version()
+        version = self._api.server_version()
+        # A build without version stamps says "v0.0.0-master+$Format:%H$"; keep it semver.
+        self._version = version if "$" not in version else "v0.0.0-rewind-dev"
         existing = self._api.get_node(self._settings.name)
         body = node_object(self._settings)
         if existing is None:

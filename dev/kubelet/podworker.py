@@ -673,7 +673,7 @@ class PodWorker:
         log_path = self.dir / f"{c.name}.log"
         if log_path.exists() and (restarting or c.container_id is not None):
             log_path.replace(self.dir / f"{c.name}.previous.log")
-        c.container_id = secrets.token_hex(16)
+        c.container_id = f"rewind://{secrets.token_hex(16)}"
         c.env = env
         spec = LaunchSpec(
             container_id=c.container_id,

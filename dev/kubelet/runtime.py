@@ -79,6 +79,27 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of the whole line
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``.
+
+    Why: when the shim dies by SIGKILL, the command it ran may outlive it for a moment
+    (and a daemon it forked for longer); the container has ended only when they are all
+    gone. Zombies do not count: reaping them is init's business, however slow it is.
+    """
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
 @cache
 def namespaces_supported() -> bool:
     """Whether this machine lets us give a container a private mount namespace."""
@@ -114,8 +135,9 @@ class ContainerProcess:
     def spawn(cls, spec: LaunchSpec) -> ContainerProcess:
         """Start the shim for ``spec``; raises OSError when even that fails."""
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        exit_file = spec.run_dir / f"{spec.container_id}.exit"
-        spec_file = spec.run_dir / f"{spec.container_id}.json"
+        stem = spec.container_id.rpartition("/")[2]
+        exit_file = spec.run_dir / f"{stem}.exit"
+        spec_file = spec.run_dir / f"{stem}.json"
         spec_file.write_text(
             json.dumps(
                 {
@@ -153,9 +175,13 @@ class ContainerProcess:
         return cls(pid=pid, pid_start=pid_start, exit_file=exit_file)
 
     def _alive(self) -> bool:
+        """The shim runs, or something it started still runs in its process group."""
         if self._popen is not None:
-            return self._popen.poll() is None
-        return proc_start_time(self.pid) == self.pid_start
+            if self._popen.poll() is None:
+                return True
+        elif proc_start_time(self.pid) == self.pid_start:
+            return True
+        return bool(group_members(self.pid))
 
     def poll(self) -> ExitStatus | None:
         """None while it runs; how it ended once it has."""
