@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import msgpack
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter, dispose
@@ -44,7 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 UID = "count-per-post"
 
 
-def build_state(keys: int, key_groups: int, seed: int = 7) -> dict[int, dict[int, int]]:
+def build_state(
+    keys: int, key_groups: int, layout: str = "scattered", seed: int = 7
+) -> dict[int, dict[int, int]]:
+    """{key group: {post_id: count}}. "scattered": keys arrive in random order, as in a
+    running job, so a key group's objects lie all over the heap; "compact": each key
+    group's objects were allocated together, as right after a restore."""
     rng = random.Random(seed)
     state: dict[int, dict[int, int]] = {kg: {} for kg in range(key_groups)}
     post_ids = rng.sample(range(10**12), keys)
@@ -52,7 +58,20 @@ def build_state(keys: int, key_groups: int, seed: int = 7) -> dict[int, dict[int
         # A stable multiplicative hash spreads ids over key groups like the engine's does.
         kg = ((post_id * 2654435761) & 0xFFFFFFFF) % key_groups
         state[kg][post_id] = rng.randrange(1, 100_000)
+    if layout == "compact":
+        state = {kg: {k + 0: v + 0 for k, v in d.items()} for kg, d in state.items()}
     return state
+
+
+def floor_figures(state: dict[int, dict[int, int]], repeat: int) -> dict[str, float]:
+    """What encoding can at best cost: touching every key and value once, and msgpack
+    alone (no checksums, no I/O)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    touch = [
+        timed(lambda: [(sum(d), sum(d.values())) for d in state.values()])[0] for _ in range(repeat)
+    ]
+    pack = [timed(lambda: [packer.pack(d) for d in state.values()])[0] for _ in range(repeat)]
+    return {"touch_every_object_s": median(touch), "msgpack_only_s": median(pack)}
 
 
 def ranges(subtasks: int, key_groups: int) -> list[range]:
@@ -235,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-groups", type=int, default=128)
     parser.add_argument("--subtasks", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--layout", choices=["scattered", "compact"], default="scattered")
     parser.add_argument("--tmp", default=None, help="folder for the file:// half")
     parser.add_argument("--no-s3", action="store_true", help="file:// only")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    state = build_state(args.keys, args.key_groups)
+    state = build_state(args.keys, args.key_groups, args.layout)
+    floor = floor_figures(state, args.repeat)
     results = [bench_file(state, args)]
     notes = []
     env = None if args.no_s3 else cluster_env()
@@ -250,8 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "REWIND_"))})
         results.append(bench_s3(state, args))
     if args.json:
-        print(json.dumps({"results": results, "notes": notes}, indent=2))
+        print(json.dumps({"floor": floor, "results": results, "notes": notes}, indent=2))
     else:
+        print(
+            f"state: {args.keys:,} keys ({args.layout} in memory), {args.key_groups} key "
+            f"groups, {args.subtasks} subtasks; touching every key and value once takes "
+            f"{floor['touch_every_object_s'] * 1000:.0f} ms, msgpack alone "
+            f"{floor['msgpack_only_s'] * 1000:.0f} ms"
+        )
         print(report(results, target=0.5))
         for note in notes:
             print(note)

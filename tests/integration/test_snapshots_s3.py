@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rewind_engine.snapshots import (
+    SnapshotError,
     SnapshotReader,
     SnapshotWriter,
     StorageError,
@@ -59,7 +60,7 @@ def test_missing_bucket_is_one_clear_error(cluster: ClusterEnv) -> None:
     assert cluster.s3_endpoint.rstrip("/") in str(caught.value)
     writer = SnapshotWriter(uri, "savepoint", "sp", META)
     writer.add_subtask("count", 0, 1, (0, 8), {0: 1}, None)
-    with pytest.raises(StorageError, match=r"bucket 'rewind-no-such-bucket-4711' does not exist"):
+    with pytest.raises(SnapshotError, match=r"bucket 'rewind-no-such-bucket-4711' does not exist"):
         writer.finish()
 
 

@@ -10,8 +10,9 @@ How a snapshot commits, and what each step guarantees:
 1. Preflight (background): the target folder must not already hold a manifest, so a
    snapshot is never overwritten.
 2. Per subtask (background): encode every key group as one msgpack block, in ascending
-   key-group order, then the operator-state block; sha256 of every block and of the
-   file; upload the file with an atomic put (parallel multipart for large files).
+   key-group order, then the operator-state block (encoder.py); sha256 of every block
+   and of the file; upload the file with an atomic put (parallel multipart for large
+   files). One file is encoded at a time, while earlier files upload.
 3. `finish()` waits for every file. Any failure: the files written so far are deleted
    best-effort and one `SnapshotError` names the file and the cause. No manifest.
 4. `finish()` checks that every step has all of its subtasks, then writes
@@ -33,7 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any, get_args
 
-from . import codec
+from . import encoder
 from .errors import SnapshotError
 from .manifest import (
     FORMAT_VERSION,
@@ -145,7 +146,8 @@ class SnapshotWriter:
         self._written: list[str] = []
         self._bytes_written = 0
         self._state = "open"
-        # Submitted first, so it runs before any upload (the pool is FIFO).
+        # Submitted first (the pool is FIFO); it runs while the first file encodes, and
+        # every upload waits for it.
         self._preflight = self._pool.submit(self._check_target)
 
     # -- the caller's side ----------------------------------------------------------
@@ -311,60 +313,25 @@ class SnapshotWriter:
         keyed: Mapping[int, Any],
         operator_state: Any,
     ) -> SubtaskFile:
-        self._preflight.result()  # never write into a folder that holds a snapshot
         with self._encode_lock:
-            payload, blocks, op_block, digest = self._encode(uid, subtask, keyed, operator_state)
+            encoded = encoder.encode(uid, subtask, keyed, operator_state)
+        self._preflight.result()  # never write into a folder that holds a snapshot
         if self._state == "aborted":
             raise SnapshotError("aborted")
-        self._storage.put(key, payload)
+        self._storage.put(key, encoded.payload)
+        size = len(encoded.payload)
         with self._lock:
             self._written.append(key)
-            self._bytes_written += len(payload)
+            self._bytes_written += size
         return SubtaskFile(
             subtask=subtask,
             file=key,
-            size=len(payload),
-            sha256=digest,
+            size=size,
+            sha256=encoded.sha256,
             key_group_range=bounds,
-            blocks=blocks,
-            operator_state=op_block,
+            blocks=encoded.blocks,
+            operator_state=encoded.operator_state,
         )
-
-    @staticmethod
-    def _encode(
-        uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any
-    ) -> tuple[bytes, list[tuple[int, int, int, str]], tuple[int, int, str] | None, str]:
-        """The data file's bytes, its block index, operator-state block and sha256."""
-        packer = codec.new_packer()
-        chunks: list[bytes] = []
-        blocks: list[tuple[int, int, int, str]] = []
-        whole = hashlib.sha256()
-        offset = 0
-        for group in sorted(keyed):
-            try:
-                data = codec.encode(keyed[group], packer)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise SnapshotError(
-                    f"cannot encode the state of step {uid!r} subtask {subtask} "
-                    f"key group {group}: {exc}"
-                ) from exc
-            blocks.append((group, offset, len(data), hashlib.sha256(data).hexdigest()))
-            whole.update(data)
-            chunks.append(data)
-            offset += len(data)
-        op_block: tuple[int, int, str] | None = None
-        if operator_state is not None:
-            try:
-                data = codec.encode(operator_state, packer)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise SnapshotError(
-                    f"cannot encode the operator state of step {uid!r} subtask {subtask}: {exc}"
-                ) from exc
-            op_block = (offset, len(data), hashlib.sha256(data).hexdigest())
-            whole.update(data)
-            chunks.append(data)
-            offset += len(data)
-        return b"".join(chunks), blocks, op_block, whole.hexdigest()
 
     def _remove_written(self) -> None:
         # Wait for uploads still running, or a file could appear after the cleanup.

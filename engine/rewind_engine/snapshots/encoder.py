@@ -1,0 +1,66 @@
+"""One subtask's captured state -> the bytes of its data file and its block index.
+
+Runs in the writer's background threads. Encoding is the slow part of a snapshot in
+Python: msgpack must visit every key and value object, and for a large state that is
+bound by memory access (touching 1 M scattered keys and values once costs nearly as much
+as encoding them). Encoding in a forked child was measured and rejected: the child's
+reference-count writes copy every page of the state (copy-on-write), which doubled the
+cost on our 2-core machines. See bench/bench_savepoint.py.
+
+What must stay true: blocks are written in ascending key-group order, the operator
+state (if any) last, and every block and the whole file get a sha256 of exactly the
+bytes that will be stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .errors import SnapshotError
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    payload: bytes
+    blocks: list[tuple[int, int, int, str]]
+    """[key group, offset, length, sha256] per key group, ascending."""
+    operator_state: tuple[int, int, str] | None
+    """[offset, length, sha256] of the operator-state block, or None."""
+    sha256: str
+
+
+def encode(uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any) -> EncodedFile:
+    """Encode one subtask's state (`uid` and `subtask` only name it in errors)."""
+    packer = codec.new_packer()
+    chunks: list[bytes] = []
+    blocks: list[tuple[int, int, int, str]] = []
+    whole = hashlib.sha256()
+    offset = 0
+    for group in sorted(keyed):
+        try:
+            data = codec.encode(keyed[group], packer)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SnapshotError(
+                f"cannot encode the state of step {uid!r} subtask {subtask} "
+                f"key group {group}: {exc}"
+            ) from exc
+        blocks.append((group, offset, len(data), hashlib.sha256(data).hexdigest()))
+        whole.update(data)
+        chunks.append(data)
+        offset += len(data)
+    op_block: tuple[int, int, str] | None = None
+    if operator_state is not None:
+        try:
+            data = codec.encode(operator_state, packer)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SnapshotError(
+                f"cannot encode the operator state of step {uid!r} subtask {subtask}: {exc}"
+            ) from exc
+        op_block = (offset, len(data), hashlib.sha256(data).hexdigest())
+        whole.update(data)
+        chunks.append(data)
+    return EncodedFile(b"".join(chunks), blocks, op_block, whole.hexdigest())
