@@ -24,6 +24,7 @@ import io
 import json
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -194,7 +195,8 @@ def cluster_env() -> dict[str, str] | None:
     for line in out.stdout.splitlines():
         if line.startswith("export ") and "=" in line:
             key, _, value = line[len("export ") :].partition("=")
-            env[key] = value.strip().strip("'\"")
+            parsed = shlex.split(value)  # `dev/cluster env` quotes with shlex.quote
+            env[key] = parsed[0] if parsed else ""
     return env if env.get("AWS_ENDPOINT_URL") else None
 
 

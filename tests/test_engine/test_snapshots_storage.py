@@ -131,6 +131,15 @@ class TestFileStorage(StorageSuite):
         assert (tmp_path / "plain" / "k").read_bytes() == b"v"
         assert storage.uri == f"file://{tmp_path / 'plain'}"
 
+    def test_relative_file_uri_is_made_absolute(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        storage = open_storage("file://./rewind-snapshots")  # the engine's default location
+        storage.put("checkpoints/k", b"v")
+        assert storage.uri == f"file://{tmp_path / 'rewind-snapshots'}"
+        assert (tmp_path / "rewind-snapshots" / "checkpoints" / "k").read_bytes() == b"v"
+
     def test_no_temp_files_left_and_none_listed(self, tmp_path: Path) -> None:
         storage = open_storage(tmp_path.as_uri())
         storage.put("d/k", b"v")
