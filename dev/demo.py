@@ -142,6 +142,9 @@ class Demo:
             "--set", "image.tag=dev",  # dev/images.yaml maps rewind/operator:dev to this repo
             "--set", f"watchNamespaces={{{NAMESPACE}}}",
             "--set", "operator.logFormat=console",
+            # Pods on the local cluster have loopback IPs, which Endpoints refuse: a metrics
+            # Service would only collect warnings there.
+            "--set", "metrics.service=false",
         ]  # fmt: skip
         self.must(
             self.kubectl("apply", "-f", "-", stdin=_namespace(NAMESPACE)), "creating namespace"
