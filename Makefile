@@ -18,9 +18,10 @@ cluster-up: build
 cluster-down:
 	dev/cluster down
 
-## Regenerate crds/ and the chart's copies from the operator's pydantic models.
+## Regenerate crds/, the chart's copies and the README's reference from the operator's pydantic models.
 crds: bootstrap
 	$(PY) -m rewind_operator.crdgen --out crds --chart helm/rewind/crds
+	$(PY) -m dev.docgen
 
 lint: bootstrap
 	.venv/bin/ruff check .
