@@ -58,9 +58,12 @@ def pod_obs(pod: Mapping[str, Any]) -> PodObs:
         last = (c.get("lastState") or {}).get("terminated") or {}
         if state.get("waiting"):
             waiting_reason = state["waiting"].get("reason")
-            message = state["waiting"].get("message") or last.get("message") or last.get("reason")
-        elif last:
-            message = last.get("message") or f"exit code {last.get('exitCode')}"
+        if last:  # why it died says more than "back-off restarting failed container"
+            message = (
+                last.get("message") or f"{last.get('reason')}, exit code {last.get('exitCode')}"
+            )
+        elif state.get("waiting"):
+            message = state["waiting"].get("message")
     return PodObs(
         name=str(meta.get("name")),
         workload_hash=(meta.get("annotations") or {}).get(HASH_ANNOTATION),

@@ -1,0 +1,286 @@
+"""The operator on the real local control plane: schema, validation, workload shape,
+the empty-state guard, registered savepoints with disposeOnDelete, and secrets.
+
+These need no running engine: what they check happens before a job runs or beside it.
+The operator runs as a real process (`python -m rewind_operator`) watching the test's
+namespace; MinIO is the object store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from rewind_engine.snapshots import SnapshotWriter
+from rewind_operator.testing import OperatorProcess, wait_until
+
+from dev import devcluster
+from dev.devcluster import ClusterEnv
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: ClusterEnv) -> None:
+    result = devcluster.kubectl("apply", "-f", str(ROOT / "crds"), env=cluster)
+    assert result.returncode == 0, result.stderr
+    for name in ("streamapps.rewind.dev", "savepoints.rewind.dev"):
+        devcluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            f"crd/{name}",
+            "--timeout=60s",
+            env=cluster,
+            check=True,
+        )
+
+
+@pytest.fixture
+def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-creds"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": cluster.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": cluster.aws_secret_access_key,
+            "AWS_ENDPOINT_URL": cluster.s3_endpoint,
+            "AWS_REGION": cluster.aws_region,
+        },
+    }
+    apply(namespace, body, cluster)
+    return "s3-creds"
+
+
+@pytest.fixture
+def operator(
+    cluster: ClusterEnv, crds: None, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with OperatorProcess([namespace], tmp_path / "operator.log", env=cluster.env()) as proc:
+        yield proc
+
+
+def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
+    return devcluster.kubectl(
+        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
+    )
+
+
+def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
+    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def app_body(name: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "image": "rewind/engine:dev",
+        "flow": "flow.py",
+        "snapshots": {"location": f"s3://{bucket}/{name}", "credentialsSecret": "s3-creds"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "StreamApp",
+        "metadata": {"name": name},
+        "spec": base,
+    }
+
+
+def write_snapshot(uri: str) -> int:
+    """A real (small) savepoint written by the engine's own writer; returns its size."""
+    writer = SnapshotWriter(
+        uri, "savepoint", "sp-test", {"job_id": "j1", "flow": "flow.py", "max_parallelism": 8}
+    )
+    writer.add_subtask("count", 0, 1, (0, 8), {3: {"post-1": 7}}, None)
+    return writer.finish().size_bytes
+
+
+def s3_keys(bucket: str, prefix: str) -> list[str]:
+    s3 = boto3.client("s3")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def events(namespace: str, name: str, cluster: ClusterEnv) -> list[dict[str, Any]]:
+    result = devcluster.kubectl(
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+        namespace=namespace,
+        env=cluster,
+    )
+    return list(json.loads(result.stdout)["items"]) if result.returncode == 0 else []
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"upgradeMode": "yolo"}, "upgradeMode"),
+        ({"parallelism": 0}, "parallelism"),
+        ({"snapshots": {"location": "http://not-storage"}}, "location"),
+        (
+            {"snapshots": {"location": "s3://b/x", "savepointInterval": "10 minutes"}},
+            "savepointInterval",
+        ),
+        ({"state": "paused"}, "state"),
+    ],
+)
+def test_api_server_refuses_invalid_specs(
+    cluster: ClusterEnv, crds: None, namespace: str, spec: dict[str, Any], words: str
+) -> None:
+    body = app_body("bad", "bucket", **spec)
+    result = apply(namespace, body, cluster)
+    assert result.returncode != 0
+    assert words in result.stderr
+    assert get("sapp", "bad", namespace, cluster) is None
+
+
+def test_kubectl_explain_teaches_the_fields(cluster: ClusterEnv, crds: None) -> None:
+    result = devcluster.kubectl("explain", "streamapp.spec.upgradeMode", env=cluster, check=True)
+    assert "stop with a savepoint" in " ".join(result.stdout.split())
+
+
+# --------------------------------------------------------------------------- operator
+
+
+def test_invalid_spec_is_reported_and_nothing_is_deployed(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    body = app_body("inv", s3_bucket, parallelism=8, maxParallelism=4)
+    assert apply(namespace, body, cluster).returncode == 0
+    ready = wait_until(
+        "InvalidSpec",
+        lambda: (
+            (c := condition(get("sapp", "inv", namespace, cluster), "Ready")).get("reason")
+            == "InvalidSpec"
+            and c
+        ),
+    )
+    assert "exceeds maxParallelism" in ready["message"]
+    assert get("deployment", "inv-engine", namespace, cluster) is None
+    assert any(e["reason"] == "InvalidSpec" for e in events(namespace, "inv", cluster))
+
+
+def test_workload_shape(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    assert apply(namespace, app_body("shape", s3_bucket), cluster).returncode == 0
+    dep = wait_until(
+        "the engine Deployment", lambda: get("deployment", "shape-engine", namespace, cluster)
+    )
+    app = get("sapp", "shape", namespace, cluster)
+    assert app is not None
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    [owner] = dep["metadata"]["ownerReferences"]
+    assert owner["kind"] == "StreamApp" and owner["uid"] == app["metadata"]["uid"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    [container] = pod["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "$(POD_IP):8081" in container["args"]
+    sa = get("serviceaccount", pod["serviceAccountName"], namespace, cluster)
+    assert sa is not None and sa.get("automountServiceAccountToken") is False
+    bindings = devcluster.kubectl(
+        "get", "rolebindings", "-o", "json", namespace=namespace, env=cluster
+    )
+    assert pod["serviceAccountName"] not in bindings.stdout, "the engine must have no API rights"
+    svc = get("service", "shape-engine", namespace, cluster)
+    assert svc is not None and svc["spec"]["ports"][0]["port"] == 8081
+    assert dep["metadata"]["labels"]["app.kubernetes.io/instance"] == "shape"
+
+
+def test_empty_state_guard(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    write_snapshot(f"s3://{s3_bucket}/guarded/checkpoints/old-job/chk-7")
+    assert apply(namespace, app_body("guarded", s3_bucket), cluster).returncode == 0
+    ready = wait_until(
+        "EmptyStateRefused",
+        lambda: (
+            (c := condition(get("sapp", "guarded", namespace, cluster), "Ready")).get("reason")
+            == "EmptyStateRefused"
+            and c
+        ),
+    )
+    assert "allowEmptyState" in ready["message"] and "chk-7" in ready["message"]
+    assert get("deployment", "guarded-engine", namespace, cluster) is None
+    assert any(e["reason"] == "EmptyStateRefused" for e in events(namespace, "guarded", cluster))
+    body = app_body("guarded", s3_bucket, restore={"path": "latest"})
+    assert apply(namespace, body, cluster).returncode == 0
+    dep = wait_until(
+        "the Deployment", lambda: get("deployment", "guarded-engine", namespace, cluster)
+    )
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--restore") + 1] == "latest"
+
+
+def test_registered_savepoint_and_dispose_on_delete_without_the_app(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str
+) -> None:
+    uri = f"s3://{s3_bucket}/elsewhere/sp-1"
+    size = write_snapshot(uri)
+    assert s3_keys(s3_bucket, "elsewhere/sp-1/")
+    body = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "Savepoint",
+        "metadata": {"name": "registered"},
+        "spec": {"app": "no-such-app", "path": uri, "disposeOnDelete": True},
+    }
+    assert apply(namespace, body, cluster).returncode == 0
+    sp = wait_until(
+        "Completed",
+        lambda: (
+            (o := get("sp", "registered", namespace, cluster))
+            and (o.get("status") or {}).get("phase") == "Completed"
+            and o
+        ),
+    )
+    assert sp["status"]["path"] == uri and sp["status"]["sizeBytes"] == size
+    assert "rewind.dev/finalizer" in sp["metadata"]["finalizers"]
+    result = devcluster.kubectl(
+        "delete", "sp", "registered", "--timeout=120s", namespace=namespace, env=cluster
+    )
+    assert result.returncode == 0, result.stderr
+    assert s3_keys(s3_bucket, "elsewhere/sp-1/") == []
+
+
+def test_secret_values_never_leak(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    write_snapshot(f"s3://{s3_bucket}/leak/checkpoints/j/chk-1")
+    assert apply(namespace, app_body("leak", s3_bucket), cluster).returncode == 0
+    wait_until(
+        "the guard (which read the secret to list storage)",
+        lambda: (
+            condition(get("sapp", "leak", namespace, cluster), "Ready").get("reason")
+            == "EmptyStateRefused"
+        ),
+    )
+    secret = cluster.aws_secret_access_key
+    assert len(secret) >= 8
+    status = json.dumps(get("sapp", "leak", namespace, cluster))
+    assert secret not in status
+    assert secret not in json.dumps(events(namespace, "leak", cluster))
+    log = operator.log()
+    assert '"app": "leak"' in log, "the operator logged about the app"
+    assert secret not in log
