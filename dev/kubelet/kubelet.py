@@ -133,6 +133,8 @@ class Kubelet:
                 "PYTHONUNBUFFERED": "1",
                 "HOME": os.environ.get("HOME", "/root"),
                 "LANG": os.environ.get("LANG", "C.UTF-8"),
+                # dev/cluster's marker: `down` finds stray processes of the cluster by it.
+                **{k: v for k, v in os.environ.items() if k == "REWIND_DEV_CLUSTER"},
             },
             isolate=isolate,
             backoff_initial=s.backoff_initial,

@@ -329,6 +329,7 @@ class PodWorker:
         self._terminal: str | None = None
         self._terminating_since: float | None = None
         self._grace = 30.0
+        self._stopped_by_shutdown: list[Container] = []
         self._last_status: JsonDict | None = None
         self._volumes: dict[str, Path] = {}
         self._volumes_at = -1e9
@@ -860,15 +861,23 @@ class PodWorker:
         return True
 
     def _step_shutdown(self) -> bool:
+        """The kubelet stops: leave the processes, or stop them as a node shutdown would."""
         if self._shutdown == "keep":
             for c in self._all():
                 c.stop_probes()
             return True
-        if not self._terminate(min(self._grace, self.ctx.shutdown_grace)):
+        if self._terminating_since is None:
+            self._stopped_by_shutdown = [c for c in self._all() if c.running]
+            grace = self._pod_snapshot()["spec"].get("terminationGracePeriodSeconds", 30)
+            self._grace = min(float(grace), self.ctx.shutdown_grace)
+        if not self._terminate(self._grace):
             return False
-        for c in self._all():
-            c.finished = False  # the pod did not end; a kubelet start restarts it
-            if c.terminated is not None:
+        policy = self._pod_snapshot()["spec"].get("restartPolicy", "Always")
+        for c in self._stopped_by_shutdown:
+            # The node stopped, not the pod: the next kubelet starts these again, as after
+            # a reboot, where the restart policy allows it (Never: the pod fails).
+            if c.terminated is not None and _should_restart(c, policy, c.terminated.exit_code):
+                c.finished = False
                 c.last_terminated, c.terminated = c.terminated, None
         self._save()
         return True
