@@ -1,4 +1,4 @@
-"""Write the README's StreamApp and Savepoint reference from the operator's models.
+"""Write the README's generated sections: the API reference and the CLI reference.
 
     python -m dev.docgen            # rewrite the generated section of README.md
     python -m dev.docgen --check    # exit 1 if README.md is stale (CI runs this as a test)
@@ -6,8 +6,10 @@
 models.py (field docstrings, Literals, Field bounds, defaults) -> the structural schema
 that `rewind_operator.crdgen` also puts into the CRDs -> one Markdown table per object.
 So the README, `kubectl explain` and the API server's validation say the same thing.
+The command-line reference is the `--help` of every `rewind` command, taken from the
+real parser (`rewind_operator.cli.build_parser()`), so it cannot drift from the code.
 
-What must stay true: only the text between the two marker lines in README.md is
+What must stay true: only the text between each pair of marker lines in README.md is
 generated; everything else there is written by hand and left alone.
 """
 
@@ -15,16 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from rewind_operator.cli import build_parser
 from rewind_operator.crdgen import structural
 from rewind_operator.models import SavepointSpec, SavepointStatus, StreamAppSpec, StreamAppStatus
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN = "<!-- BEGIN GENERATED REFERENCE: python -m dev.docgen -->"
 END = "<!-- END GENERATED REFERENCE -->"
+CLI_BEGIN = "<!-- BEGIN GENERATED CLI: python -m dev.docgen -->"
+CLI_END = "<!-- END GENERATED CLI -->"
+HELP_WIDTH = "100"
+"""argparse wraps help to the terminal's width; a fixed width keeps the output stable."""
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -125,12 +133,51 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _commands(
+    parser: argparse.ArgumentParser, path: list[str]
+) -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """(command words, parser) for every command and subcommand, depth first."""
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, [*path, name])
+    return found
+
+
+def render_cli() -> str:
+    """The CLI section, markers included: each command's own --help."""
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_WIDTH
+    try:
+        blocks = []
+        for words, parser in _commands(build_parser(), ["rewind"])[1:]:
+            blocks.append(
+                f"#### `{' '.join(words)}`\n\n```text\n{parser.format_help().rstrip()}\n```\n"
+            )
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    note = (
+        "<!-- Generated from the `rewind` command's parser; change the help texts in the "
+        "code, then run `python -m dev.docgen`. -->"
+    )
+    return "\n".join([CLI_BEGIN, "", note, "", *blocks, CLI_END])
+
+
+def _replace(text: str, begin: str, end: str, fresh: str) -> str:
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"README.md lacks the markers {begin!r} ... {end!r}")
+    return text[:start] + fresh + text[stop + len(end) :]
+
+
 def update(text: str) -> str:
-    """`text` (a README) with its generated section replaced by a fresh one."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md lacks the markers {BEGIN!r} ... {END!r}")
-    return text[:start] + render() + text[end + len(END) :]
+    """`text` (a README) with its generated sections replaced by fresh ones."""
+    text = _replace(text, BEGIN, END, render())
+    return _replace(text, CLI_BEGIN, CLI_END, render_cli())
 
 
 def main(argv: list[str] | None = None) -> int:
