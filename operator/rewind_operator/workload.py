@@ -184,6 +184,12 @@ def deployment(
     template = pod_template(app, spec, restore, service_account)
     digest = workload_hash(app, spec, restore, service_account)
     template["metadata"]["annotations"][HASH_ANNOTATION] = digest
+    # Lets a restarted container continue from its own newest checkpoint instead of the
+    # savepoint it was first started from (docs/CONTRACTS.md, "Restarts of the same
+    # deployment"). Added after hashing: it is the hash.
+    template["spec"]["containers"][0]["env"].append(
+        {"name": "REWIND_DEPLOYMENT_ID", "value": digest}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
