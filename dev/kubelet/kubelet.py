@@ -33,7 +33,7 @@ from typing import Any
 
 from dev.kubelet.api import Api, WatchExpiredError
 from dev.kubelet.images import ImageMap
-from dev.kubelet.ipam import PodIPAllocator
+from dev.kubelet.ipam import PodIPAllocator, is_pod_address
 from dev.kubelet.logserver import LogServer
 from dev.kubelet.node import NodeAgent, NodeSettings
 from dev.kubelet.podworker import KubeletContext, PodWorker, kill_and_wait, pod_dir_name
@@ -186,7 +186,9 @@ class Kubelet:
                 self.settings.state_dir / "pods" / pod_dir_name(record["namespace"], record["name"])
             )
             if record.get("uid") in alive:
-                ctx.ipam.reserve(record["uid"], record["podIP"])
+                if is_pod_address(record["podIP"]):
+                    with contextlib.suppress(ValueError):  # the worker sorts it out
+                        ctx.ipam.reserve(record["uid"], record["podIP"])
                 continue
             log.info(
                 "pod %s/%s is gone: stopping what is left of it",

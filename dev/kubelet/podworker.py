@@ -47,7 +47,7 @@ from dev.kubelet.envbuild import (
     pod_env,
 )
 from dev.kubelet.images import Image, ImageMap, ImageNotFoundError, container_argv
-from dev.kubelet.ipam import PodIPAllocator
+from dev.kubelet.ipam import PodIPAllocator, is_pod_address
 from dev.kubelet.node import HOST_IP
 from dev.kubelet.podstatus import (
     ContainerView,
@@ -378,7 +378,15 @@ class PodWorker:
         if self._predecessor is not None:
             self._predecessor.done.wait()
         try:
-            self._setup()
+            while not self._gone and self._shutdown is None:
+                try:
+                    self._setup()
+                    break
+                except Exception:
+                    log.exception("pod %s/%s: setup failed; retrying", self.namespace, self.name)
+                    self._wake.wait(2.0)
+            if not self.pod_ip and not self._gone:
+                return  # the kubelet stops before this pod was ever set up
             while True:
                 try:
                     if self._step():
@@ -414,8 +422,14 @@ class PodWorker:
             self.dir.mkdir(parents=True, exist_ok=True)
             record = None
         if record is not None:
-            self.ctx.ipam.reserve(self.uid, record["podIP"])
             self.pod_ip = record["podIP"]
+            if is_pod_address(self.pod_ip):
+                try:
+                    self.ctx.ipam.reserve(self.uid, self.pod_ip)
+                except ValueError:
+                    # Never two pods on one address; this one's processes keep the old
+                    # address until they restart, the status shows the new one.
+                    self.pod_ip = self.ctx.ipam.allocate(self.uid)
             self._start_time = record.get("startTime") or self._start_time
             self._terminal = record.get("terminal")
             for c in self._all():
@@ -427,7 +441,9 @@ class PodWorker:
                     self._start_probes(c)
             log.info("pod %s/%s: adopted (ip %s)", self.namespace, self.name, self.pod_ip)
         else:
-            self.pod_ip = self.ctx.ipam.allocate(self.uid)
+            # hostNetwork pods share the node's address, as on a real node.
+            host_network = bool(self._pod_snapshot()["spec"].get("hostNetwork"))
+            self.pod_ip = HOST_IP if host_network else self.ctx.ipam.allocate(self.uid)
             status = self._pod_snapshot().get("status") or {}
             if status.get("phase") in ("Succeeded", "Failed"):
                 # Finished before this kubelet knew it (e.g. state wiped): never run again.
