@@ -217,3 +217,17 @@ def test_wrong_uri_fails_at_once(tmp_path: Path) -> None:
         SnapshotReader("hdfs://nn/x")
     with pytest.raises(ValueError, match="kind must be"):
         SnapshotWriter(tmp_path.as_uri(), "backup", 1, META)  # type: ignore[arg-type]
+
+
+def test_manifest_write_failure_leaves_no_data(tmp_path: Path) -> None:
+    # A folder named manifest.json: every data file lands, the manifest cannot.
+    (tmp_path / "m" / "manifest.json").mkdir(parents=True)
+    uri = (tmp_path / "m").as_uri()
+    writer = SnapshotWriter(uri, "checkpoint", 5, META)
+    writer.add_subtask("count", 0, 1, (0, 8), {0: {"a": 1}}, None)
+    with pytest.raises(SnapshotError) as caught:
+        writer.finish()
+    assert f"checkpoint 5 at {uri} failed (no manifest written): manifest.json:" in str(
+        caught.value
+    )
+    assert not (tmp_path / "m" / "data" / "count" / "subtask-0.msgpack").exists()

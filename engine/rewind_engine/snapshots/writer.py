@@ -23,6 +23,7 @@ How a snapshot commits, and what each step guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -263,6 +264,10 @@ class SnapshotWriter:
             try:
                 self._storage.put(MANIFEST_NAME, manifest.to_json())
             except Exception as exc:
+                # The PUT may have landed although the client saw an error (a timeout on
+                # the response): remove the manifest before its data, never the reverse.
+                with contextlib.suppress(Exception):
+                    self._storage.delete(MANIFEST_NAME)
                 self._remove_written()
                 raise SnapshotError(f"{label}: {MANIFEST_NAME}: {exc}") from exc
             self._state = "finished"
