@@ -460,9 +460,15 @@ def decide(
     if app.metadata.get("deletionTimestamp"):
         return _decide_delete(ctx)
     problems = validate(app, observed, policy)
-    if problems:
-        return _invalid(ctx, problems)
     op = ctx.status.operation
+    if problems:
+        # Finish what is in flight with the spec accepted before: a completed
+        # stop-with-savepoint must never leave the job stopped. The invalid change waits.
+        if op is not None and op.stage == "savepoint":
+            _wait_for_gate(ctx, op, ctx.status.last_reconciled_spec)
+        elif op is not None and op.stage == "deploying":
+            _deploying(ctx, op)
+        return _invalid(ctx, problems)
     if op is None:
         _idle(ctx)
     elif op.stage == "savepoint":
@@ -811,7 +817,7 @@ def _start_redeploy(ctx: _Ctx) -> None:
 # ---- an operation waits for its gating savepoint
 
 
-def _wait_for_gate(ctx: _Ctx, op: Operation) -> None:
+def _wait_for_gate(ctx: _Ctx, op: Operation, fallback: StreamAppSpec | None = None) -> None:
     st = ctx.status
     sp = _find(ctx.observed, op.savepoint)
     # The stop-with-savepoint decides the fate of the running job; whatever the spec says
@@ -835,7 +841,7 @@ def _wait_for_gate(ctx: _Ctx, op: Operation) -> None:
         if op.kind == "suspend":
             _scale_down(ctx, sp.name)
             return
-        spec = ctx.app.spec
+        spec = fallback or ctx.app.spec
         summary = _spec_summary(st.last_reconciled_spec, spec)
         _deploy(
             ctx,

@@ -401,6 +401,19 @@ def test_invalid_update_leaves_running_version_alone() -> None:
     assert "left as it is" in (condition(d.status, "Ready") or pytest.fail()).message
 
 
+def test_spec_made_invalid_during_stop_savepoint_restarts_the_old_version() -> None:
+    story = running_story()
+    story.change(image="v2")
+    story.step(savepoints=False)  # stop-with-savepoint requested
+    story.change(image="v2", parallelism=8, maxParallelism=4)  # now invalid
+    story.world.run_savepoints(story.now)  # the job stopped with its savepoint
+    d = story.step()
+    [apply] = of_type(d, ApplyWorkload)
+    assert apply.spec.image == "post-analytics:v1", "the accepted spec runs again"
+    assert apply.restore is not None and "upgrade" in apply.restore
+    assert cond(d, "Ready") == ("False", "InvalidSpec")
+
+
 def test_max_parallelism_cannot_change_on_stateful_upgrade() -> None:
     story = running_story(maxParallelism=128)
     story.change(maxParallelism=256)

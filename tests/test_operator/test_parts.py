@@ -260,3 +260,25 @@ def test_savepoint_rows() -> None:
     assert [r[0] for r in rows] == ["a", "b"]
     assert rows[1][2:5] == ["periodic", "Completed", "10"]
     assert [r[0] for r in cli.savepoint_rows(items, "pa")] == ["b"]
+
+
+def test_metrics_phases_and_outcomes() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import REGISTRY
+    from rewind_operator import metrics
+
+    metrics.set_phase("ns", "a", "Running")
+    metrics.set_phase("ns", "b", "Running")
+    metrics.set_phase("ns", "b", "Upgrading")
+    assert REGISTRY.get_sample_value("rewind_streamapps", {"phase": "Running"}) == 1
+    assert REGISTRY.get_sample_value("rewind_streamapps", {"phase": "Upgrading"}) == 1
+    metrics.set_phase("ns", "b", None)
+    assert REGISTRY.get_sample_value("rewind_streamapps", {"phase": "Upgrading"}) == 0
+    before = REGISTRY.get_sample_value("rewind_rollbacks_total") or 0
+    metrics.observe_event("StreamApp", "RollingBack")
+    assert REGISTRY.get_sample_value("rewind_rollbacks_total") == before + 1
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    metrics.savepoint_finished("upgrade", "completed", t0, t0 + timedelta(seconds=3))
+    labels = {"reason": "upgrade"}
+    assert (REGISTRY.get_sample_value("rewind_savepoint_duration_seconds_count", labels) or 0) >= 1
