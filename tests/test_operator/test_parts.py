@@ -7,11 +7,13 @@ import inspect
 import io
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
-from rewind_operator import cli, logs, observe, settings, workload
+from prometheus_client import REGISTRY
+from rewind_operator import cli, logs, metrics, observe, settings, workload
 from rewind_operator.models import StreamApp, StreamAppSpec, parse_duration
 
 
@@ -263,10 +265,6 @@ def test_savepoint_rows() -> None:
 
 
 def test_metrics_phases_and_outcomes() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from prometheus_client import REGISTRY
-    from rewind_operator import metrics
 
     metrics.set_phase("ns", "a", "Running")
     metrics.set_phase("ns", "b", "Running")
