@@ -9,6 +9,8 @@ namespace; MinIO is the object store.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,3 +286,58 @@ def test_secret_values_never_leak(
     log = operator.log()
     assert '"app": "leak"' in log, "the operator logged about the app"
     assert secret not in log
+
+
+def rewind_cli(*args: str, cluster: ClusterEnv) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "rewind"), *args],
+        text=True,
+        capture_output=True,
+        env={**os.environ, **cluster.env()},
+        check=False,
+    )
+
+
+def test_cli_fork_and_list(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    """`rewind fork` starts a new app from another app's savepoint, in its own location."""
+    origin = app_body("origin", s3_bucket, state="suspended")
+    assert apply(namespace, origin, cluster).returncode == 0
+    uri = f"s3://{s3_bucket}/origin/savepoints/{namespace}/launch"
+    write_snapshot(uri)
+    sp = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "Savepoint",
+        "metadata": {"name": "launch"},
+        "spec": {"app": "origin", "path": uri},
+    }
+    assert apply(namespace, sp, cluster).returncode == 0
+    wait_until(
+        "the registered savepoint",
+        lambda: (
+            ((get("sp", "launch", namespace, cluster) or {}).get("status") or {}).get("phase")
+            == "Completed"
+        ),
+    )
+    listing = rewind_cli("savepoint", "list", "origin", "-n", namespace, cluster=cluster)
+    assert listing.returncode == 0, listing.stderr
+    assert "launch" in listing.stdout and "Completed" in listing.stdout and uri in listing.stdout
+    fork = rewind_cli(
+        "fork", "origin", "--from", "launch", "--name", "origin-b", "-n", namespace, cluster=cluster
+    )
+    assert fork.returncode == 0, fork.stderr
+    forked = get("sapp", "origin-b", namespace, cluster)
+    assert forked is not None
+    assert forked["spec"]["restore"]["savepoint"] == "launch"
+    assert forked["spec"]["state"] == "running"
+    assert forked["spec"]["snapshots"]["location"] == f"s3://{s3_bucket}/origin/forks/origin-b"
+    dep = wait_until(
+        "the fork's Deployment", lambda: get("deployment", "origin-b-engine", namespace, cluster)
+    )
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--restore") + 1] == uri
+    missing = rewind_cli(
+        "fork", "origin", "--from", "nope", "--name", "x", "-n", namespace, cluster=cluster
+    )
+    assert missing.returncode == 1 and "no Savepoint 'nope'" in missing.stderr
