@@ -90,6 +90,12 @@ class Source(ABC):
     def open_split(self, split: str, position: Any | None, ctx: SourceContext) -> SplitReader:
         """Open a reader for `split` at `position` (None: from the beginning)."""
 
+    def bounded(self) -> bool:
+        """True if the source ends: once every split reported `finished`, no new split
+        will appear, and the job finishes (after a final checkpoint that commits the
+        sinks). Default False: the job runs until stopped or cancelled."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the source holds (clients, watches)."""
 
