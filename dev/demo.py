@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import boto3
 import yaml
+from rewind_engine.snapshots import SnapshotReader
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
@@ -48,6 +49,10 @@ OPERATOR_NAMESPACE = "rewind-system"
 NAMESPACE = "rewind-demo"
 SECRET = "rewind-s3"
 CONTROL_PORT = 8081
+COUNTS_UID = "views-and-clicks"
+"""The step of examples/post_analytics (v1 and v2) that counts events per (post, kind)."""
+SPLIT_UID = "organic-and-paid"
+"""The step v2 adds: counts per (post, kind, paid), empty at the upgrade."""
 POLL_S = 0.5
 """How often the upgrade is watched: fine enough to measure the pause to about a second."""
 
@@ -85,6 +90,22 @@ class Report:
     """Every source position of v2 is at or after the savepoint's: v2 went on from the
     savepoint instead of starting over, and it read each record after it exactly once
     when `records_since_savepoint` equals `v2_records_in`."""
+    counted_at_savepoint: int | None = None
+    """Sum of the per-post counts in the savepoint's state (step `views-and-clicks`)."""
+    events_at_savepoint: int | None = None
+    """Events the source had produced at the savepoint (sum of its positions)."""
+    v2_checkpoint: str | None = None
+    """A checkpoint v2 completed after the upgrade, read for the counts after."""
+    counted_after: int | None = None
+    events_after: int | None = None
+    split_counted_after: int | None = None
+    """Sum of v2's new organic/paid counts (step `organic-and-paid`) at that checkpoint."""
+    top_post: dict[str, Any] = field(default_factory=dict)
+    """The busiest (post, kind): its count at the savepoint and at v2's checkpoint."""
+    counts_exact: bool = False
+    """In both snapshots the counts add up to exactly the events read (nothing lost or
+    doubled), no count went down across the upgrade, and v2's new step counted exactly
+    the events since the savepoint."""
     paused_seconds: float | None = None
     """From v1's last observed progress to v2's first, measured by this script."""
     error: str | None = None
@@ -304,7 +325,11 @@ def tell(env: ClusterEnv, say: Callable[[str], None], timeout_s: float) -> Repor
     say(f"v2 runs: it restored from {report.v2_restored_from}")
 
     _counts(report, watch)
-    report.ok = bool(report.restored_from_savepoint and report.counts_continued)
+    say("\n== 5. The counts, read from the savepoint and from a later checkpoint of v2")
+    _state_counts(demo, name, report)
+    report.ok = bool(
+        report.restored_from_savepoint and report.counts_continued and report.counts_exact
+    )
     return report
 
 
@@ -392,6 +417,62 @@ def _counts(report: Report, watch: _Watch) -> None:
             since += current - position
     report.counts_continued = continued
     report.records_since_savepoint = since
+
+
+def _read_counts(uri: str, uid: str) -> tuple[dict[tuple[Any, ...], int], int]:
+    """(count per key of the step `uid`, events read) in the snapshot at `uri`.
+
+    A keyed count's state is, per key group, a list of [key, count] pairs (the engine's
+    snapshot format, docs/snapshot-format.md); the events read are the sum of the
+    source positions the snapshot recorded."""
+    with SnapshotReader(uri) as reader:
+        groups = range(reader.manifest.max_parallelism)
+        counts = {
+            tuple(key) if isinstance(key, list) else (key,): int(count)
+            for _, pairs in reader.keyed_state(uid, groups)
+            for key, count in pairs
+        }
+        events = sum(
+            int(position)
+            for splits in reader.manifest.sources.values()
+            for position in splits.values()
+        )
+    return counts, events
+
+
+def _state_counts(demo: Demo, name: str, report: Report) -> None:
+    saved_events = sum(
+        int(p) for splits in report.savepoint["sources"].values() for p in splits.values()
+    )
+
+    def later_checkpoint() -> str | None:
+        status = demo.progress(name, report.v2_image) or {}
+        checkpoint = status.get("last_checkpoint") or {}
+        location = checkpoint.get("location")
+        if not location:
+            return None
+        positions = status.get("sources") or {}
+        done = sum(int(p) for splits in positions.values() for p in splits.values())
+        return str(location) if done > saved_events else None
+
+    checkpoint = demo.wait("a checkpoint of v2", later_checkpoint)
+    before, events_before = _read_counts(report.savepoint["path"], COUNTS_UID)
+    after, events_after = _read_counts(checkpoint, COUNTS_UID)
+    split, _ = _read_counts(checkpoint, SPLIT_UID)
+    report.v2_checkpoint = checkpoint
+    report.counted_at_savepoint, report.events_at_savepoint = sum(before.values()), events_before
+    report.counted_after, report.events_after = sum(after.values()), events_after
+    report.split_counted_after = sum(split.values())
+    if before:
+        top = max(before, key=lambda k: before[k])
+        report.top_post = {"key": list(top), "before": before[top], "after": after.get(top, 0)}
+    never_down = all(after.get(key, 0) >= n for key, n in before.items())
+    report.counts_exact = (
+        report.counted_at_savepoint == events_before
+        and report.counted_after == events_after
+        and report.split_counted_after == events_after - events_before
+        and never_down
+    )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -518,9 +599,25 @@ def summary(r: Report) -> str:
         lines.append(
             f"5. The counts did NOT continue from the savepoint: v2's positions are {r.v2_sources}."
         )
+    if r.counted_at_savepoint is not None:
+        exact = "exactly" if r.counts_exact else "NOT exactly"
+        lines.append(
+            f"6. Counts before and after, read from the snapshots themselves: at the savepoint "
+            f"the per-post counts add up to {r.counted_at_savepoint:,} for "
+            f"{r.events_at_savepoint:,} events; at v2's checkpoint {r.v2_checkpoint} they add "
+            f"up to {r.counted_after:,} for {r.events_after:,} events, and v2's new organic/paid "
+            f"counts add up to {r.split_counted_after:,}, the events since the savepoint: "
+            f"{exact} once each, nothing lost or doubled."
+        )
+        if r.top_post:
+            post, kind = r.top_post["key"][0], r.top_post["key"][-1]
+            lines.append(
+                f"   The busiest post, {post}, had {r.top_post['before']:,} {kind}s at the "
+                f"savepoint and {r.top_post['after']:,} at v2's checkpoint."
+            )
     if r.paused_seconds is not None:
         lines.append(
-            f"6. The app was paused for about {r.paused_seconds} s: from v1's last progress to "
+            f"7. The app was paused for about {r.paused_seconds} s: from v1's last progress to "
             "v2's first, as seen by this script polling both engines."
         )
     lines += [
@@ -557,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     try:
         env = devcluster.ensure_up()
+        os.environ.update(env.env())  # the snapshot reader finds MinIO through AWS_*
         say(f"the cluster is up; kubeconfig {env.kubeconfig}")
         report = tell(env, say, args.timeout)
         say(summary(report))
