@@ -428,7 +428,7 @@ def _read_counts(uri: str, uid: str) -> tuple[dict[tuple[Any, ...], int], int]:
     with SnapshotReader(uri) as reader:
         groups = range(reader.manifest.max_parallelism)
         counts = {
-            tuple(key) if isinstance(key, list) else (key,): int(count)
+            tuple(key) if isinstance(key, list | tuple) else (key,): int(count)
             for _, pairs in reader.keyed_state(uid, groups)
             for key, count in pairs
         }
@@ -612,8 +612,8 @@ def summary(r: Report) -> str:
         if r.top_post:
             post, kind = r.top_post["key"][0], r.top_post["key"][-1]
             lines.append(
-                f"   The busiest post, {post}, had {r.top_post['before']:,} {kind}s at the "
-                f"savepoint and {r.top_post['after']:,} at v2's checkpoint."
+                f"   The busiest post, number {post}, had {r.top_post['before']:,} {kind}s at "
+                f"the savepoint and {r.top_post['after']:,} at v2's checkpoint."
             )
     if r.paused_seconds is not None:
         lines.append(
