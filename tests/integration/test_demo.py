@@ -82,6 +82,13 @@ def test_demo_upgrades_v1_to_v2_through_a_savepoint(report: dict[str, Any]) -> N
     assert report["v2_records_in"] > 0
     assert report["records_since_savepoint"] > 0
     assert report["v1_records_in"] > 0
+    # The counts themselves, read from the savepoint and from a later checkpoint of v2:
+    # they add up to exactly the events read, and v2's new step to the events since.
+    assert report["counts_exact"] is True
+    assert report["counted_at_savepoint"] == report["events_at_savepoint"] > 0
+    assert report["counted_after"] == report["events_after"] > report["events_at_savepoint"]
+    assert report["split_counted_after"] == report["events_after"] - report["events_at_savepoint"]
+    assert report["top_post"]["after"] >= report["top_post"]["before"] > 0
     assert report["paused_seconds"] is not None and report["paused_seconds"] >= 0
     # The story is told in words, with the facts of the report.
     assert sp["name"] in report["story"] and "What happened" in report["story"]
