@@ -202,6 +202,13 @@ async def _serve(job: Job) -> str:
             deadline = time.monotonic() + job.settings.runtime.linger_after_stop_s
             while not stop.result_read and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            if os.environ.get("REWIND_DEPLOYMENT_ID"):
+                # Under the operator: stay up (FINISHED) until the pod is terminated, or
+                # Kubernetes would restart the old version (docs/CONTRACTS.md).
+                terminated = asyncio.Event()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, terminated.set)
+                await terminated.wait()
         return state
     finally:
         if runner is not None:
