@@ -104,9 +104,10 @@ class Snapshots(_Model):
     """Take a periodic savepoint this often while the app runs; unset = never.
     Changing it needs no restart."""
 
-    savepoint_timeout: Duration = "10m"
+    savepoint_timeout: Duration | None = None
     """How long one savepoint attempt may take before it counts as failed. A failed or
-    timed-out upgrade savepoint leaves the running version untouched."""
+    timed-out upgrade savepoint leaves the running version untouched. Unset: the
+    operator's default (10m unless installed with another)."""
 
     retain: Retain | None = None
     """Retention of periodic savepoints (by count and age)."""

@@ -214,7 +214,11 @@ def observe_savepoint(sp: Savepoint, settings: Settings) -> SavepointObserved:
         "app_image": app.status.image or app.spec.image,
         "app_location": app.spec.snapshots.location,
         "app_credentials_secret": secret,
-        "savepoint_timeout_s": parse_duration(app.spec.snapshots.savepoint_timeout).total_seconds(),
+        "savepoint_timeout_s": (
+            parse_duration(app.spec.snapshots.savepoint_timeout).total_seconds()
+            if app.spec.snapshots.savepoint_timeout
+            else settings.reconcile.default_savepoint_timeout_s
+        ),
     }
     if final or deleting:
         return SavepointObserved(**observed)

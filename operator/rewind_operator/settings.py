@@ -74,6 +74,11 @@ class ReconcileSettings:
     """Timeout of one HTTP call to an engine's control API (`REWIND_ENGINE_TIMEOUT_SECONDS`).
     The engine answers from memory, so a slow answer means a sick engine."""
 
+    default_savepoint_timeout_s: float = 600.0
+    """Savepoint timeout of apps that do not set `snapshots.savepointTimeout`
+    (`REWIND_SAVEPOINT_TIMEOUT_SECONDS`). Ten minutes covers gigabytes of state on a slow
+    link; a stuck savepoint still ends, and the old version keeps running."""
+
     default_upgrade_mode: UpgradeMode = "savepoint"
     """Upgrade mode of apps that do not set `spec.upgradeMode`
     (`REWIND_DEFAULT_UPGRADE_MODE`). Savepoint is the only mode that never loses or
@@ -168,6 +173,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             savepoint_backoff_max_s=_float(env, "REWIND_SAVEPOINT_BACKOFF_MAX_SECONDS", 300.0),
             crash_restarts=int(env.get("REWIND_CRASH_RESTARTS", 3)),
             engine_timeout_s=_float(env, "REWIND_ENGINE_TIMEOUT_SECONDS", 5.0),
+            default_savepoint_timeout_s=_float(env, "REWIND_SAVEPOINT_TIMEOUT_SECONDS", 600.0),
             default_upgrade_mode=cast(UpgradeMode, mode),
         ),
     )
