@@ -103,6 +103,9 @@ offset metadata limit (offset.metadata.max.bytes, 4096 by default)."""
 
 COMMITTABLE_VERSION = 1
 
+CALL_TIMEOUT_S = 30.0
+"""Seconds one transactional call may block before it is retried (resumed)."""
+
 # One encoded record: [topic or None (the sink's), partition (-1: by key), key, value,
 # headers or None]. Plain lists, so the committable is msgpack data.
 Encoded = list[Any]
@@ -325,6 +328,7 @@ class _TxnProducer:
             deadline_s=deadline,
         )
         self.marker = self._read_marker()
+        self.dirty = False  # a transaction may be open on the producer
 
     def _read_marker(self) -> _Marker:
         admin = AdminClient(admin_config(self.servers, self.sink.config))
@@ -357,12 +361,40 @@ class _TxnProducer:
         last = max(e[0] for e in epochs)
         marker = self.marker.with_commit(token, last)
         offsets = [TopicPartition(self.marker_tp.topic, 0, max(last, 0), metadata=marker.dump())]
+        self._run_transaction(epochs, offsets)
+        self.marker = marker
+
+    def _run_transaction(self, epochs: list[list[Any]], offsets: list[TopicPartition]) -> None:
+        """Step 7 as a small state machine over librdkafka's resumable transaction calls.
+
+        A call that timed out is called again (librdkafka resumes it: a commit that
+        reached the coordinator completes instead of being redone); an error that needs
+        an abort aborts and replays the whole transaction from the buffer. Produce is
+        never repeated inside one transaction, so a replay cannot double a record.
+        """
+        producer = self.producer
+        metadata = self.group_consumer.consumer_group_metadata()
         deadline = time.monotonic() + self.sink.commit_timeout_s
         backoff = 0.2
+        # The producer may hold a transaction left by an earlier failed attempt.
+        phase = "abort" if self.dirty else "begin"
         while True:
             try:
-                self._transaction(epochs, offsets)
-                self.marker = marker
+                if phase == "abort":
+                    producer.abort_transaction(CALL_TIMEOUT_S)
+                    self.dirty = False
+                    phase = "begin"
+                if phase == "begin":
+                    producer.begin_transaction()
+                    self.dirty = True
+                    for _checkpoint_id, records in epochs:
+                        _produce_all(producer, self.sink.topic, records)
+                    phase = "offsets"
+                if phase == "offsets":
+                    producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_S)
+                    phase = "commit"
+                producer.commit_transaction(CALL_TIMEOUT_S)
+                self.dirty = False
                 return
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
@@ -371,39 +403,25 @@ class _TxnProducer:
                 if time.monotonic() > deadline:
                     raise KafkaUnavailableError(
                         f"could not commit the Kafka transaction of {self.writer_id} within "
-                        f"{self.sink.commit_timeout_s:.0f}s: {err}"
+                        f"{self.sink.commit_timeout_s:.0f}s (at {phase}): {err}"
                     ) from exc
-                log.warning("Kafka transaction of %s failed (%s); retrying", self.writer_id, err)
-                if err.txn_requires_abort():
-                    self._abort()
-                elif not is_retriable(exc):
+                if err.txn_requires_abort() or err.code() in (
+                    KafkaError._STATE,
+                    KafkaError._CONFLICT,
+                ):
+                    phase = "abort"
+                elif not (is_retriable(exc) or err.code() == KafkaError._TIMED_OUT):
                     raise
+                log.warning(
+                    "Kafka transaction of %s: %s failed (%s); %s in %.1fs",
+                    self.writer_id,
+                    phase,
+                    err,
+                    "retrying" if phase != "abort" else "aborting and replaying",
+                    backoff,
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    def _transaction(self, epochs: list[list[Any]], offsets: list[TopicPartition]) -> None:
-        producer = self.producer
-        try:
-            producer.begin_transaction()
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            # A transaction left open by a failed commit_transaction: abort it and redo.
-            if not (isinstance(err, KafkaError) and err.code() == KafkaError._STATE):
-                raise
-            self._abort()
-            producer.begin_transaction()
-        for _checkpoint_id, records in epochs:
-            _produce_all(producer, self.sink.topic, records)
-        producer.send_offsets_to_transaction(
-            offsets, self.group_consumer.consumer_group_metadata(), 60
-        )
-        producer.commit_transaction(120)
-
-    def _abort(self) -> None:
-        try:
-            self.producer.abort_transaction(60)
-        except KafkaException as exc:
-            log.warning("aborting the Kafka transaction of %s: %s", self.writer_id, exc)
 
     def close(self) -> None:
         self.group_consumer.close()

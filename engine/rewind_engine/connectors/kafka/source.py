@@ -195,8 +195,13 @@ class KafkaSource(SourceBase):
                 continue
             found.extend(split_id(name, p) for p in meta.partitions)
         if missing and self.pattern is None:
+            # Retriable: at start the topic may be created a moment after the app.
             raise KafkaException(
-                KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"missing topics {missing}")
+                KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    f"topics {missing} do not exist",
+                    retriable=True,
+                )
             )
         return sorted(found, key=parse_split)
 

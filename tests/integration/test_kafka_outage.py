@@ -1,0 +1,268 @@
+"""The Kafka connectors when the broker is unreachable: at start and in the middle of a run.
+
+These tests need a broker they may stop, so each runs its own single-node KRaft broker
+(the same jars `dev/cluster` uses, on free loopback ports) instead of the shared one.
+"Unreachable" is a frozen broker (SIGSTOP): connections stay open and requests time out,
+as with a network partition. The job runs in this process (the runtime's `Job`) with an
+exactly-once Kafka sink; afterwards a read_committed consumer must see every count
+exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dev.plane import pins
+from rewind_engine import Dataflow
+from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
+from rewind_engine.runtime.job import Job
+from rewind_engine.settings import Settings, SnapshotSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Broker:
+    """A private single-node Kafka broker (KRaft) on loopback."""
+
+    def __init__(self, home: Path) -> None:
+        libs = pins.KAFKA.cache_dir / "libs"
+        if not libs.is_dir():
+            pytest.fail(f"Kafka jars missing at {libs}: run `dev/cluster build`")
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.port, ctl = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        java = shutil.which("java") or "java"
+        self.jvm = [java, "-Xms128m", "-Xmx512m", "-cp", f"{libs}/*"]
+        props = home / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{ctl}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={home / 'data'}",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "",
+                ]
+            )
+        )
+        (home / "log4j2.properties").write_text(
+            "rootLogger.level = WARN\nrootLogger.appenderRef.file.ref = file\n"
+            "appender.file.type = File\nappender.file.name = file\n"
+            f"appender.file.fileName = {home / 'server.log'}\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+        )
+        self.jvm.insert(1, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}")
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run(
+            [*self.jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(props)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        self.argv = [*self.jvm, "kafka.Kafka", str(props)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.home / "stdout.log").open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + 180
+        while True:
+            assert self.proc is not None and self.proc.poll() is None, "the broker died"
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "the private broker did not start"
+            time.sleep(0.5)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "kafka")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def make_topics(servers: str, *specs: tuple[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": servers})
+    for future in admin.create_topics([NewTopic(n, p, 1) for n, p in specs]).values():
+        future.result()
+
+
+def produce_events(servers: str, topic: str, n: int, posts: int) -> Counter[str]:
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 10})
+    expected: Counter[str] = Counter()
+    for i in range(n):
+        post = f"p{i % posts}"
+        expected[post] += 1
+        producer.produce(topic, json.dumps({"post": post}).encode(), post.encode())
+    assert producer.flush(60) == 0
+    return expected
+
+
+def committed_outputs(servers: str, topic: str, partitions: int, want: int) -> list[dict]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"check-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[dict] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(out) < want or len(eof) < partitions:
+        assert time.monotonic() < deadline, f"{len(out)} of {want} outputs"
+        for msg in consumer.consume(1000, 0.2):
+            err = msg.error()
+            if err is not None:
+                if err.code() == err._PARTITION_EOF:
+                    eof.add(msg.partition() or 0)
+                continue
+            eof.discard(msg.partition() or 0)
+            out.append(json.loads(msg.value() or b"null"))
+    consumer.close()
+    return out
+
+
+def count_flow(servers: str, events: str, counts: str) -> Dataflow:
+    flow = Dataflow("outage")
+    (
+        flow.source(
+            "events", KafkaSource(events, bootstrap_servers=servers, connect_timeout_s=300)
+        )  # fmt: skip
+        .key_by("by-post", lambda e: e["post"])
+        .count("count")
+        .sink(
+            "counts",
+            KafkaSink(
+                counts,
+                bootstrap_servers=servers,
+                key=lambda r: r[0],
+                value=lambda r: {"post": r[0], "count": r[1]},
+            ),
+        )  # fmt: skip
+    )
+    return flow
+
+
+def assert_exactly_once(outputs: list[dict], expected: Counter[str]) -> None:
+    seen = Counter((o["post"], o["count"]) for o in outputs)
+    want = Counter({(post, i): 1 for post, n in expected.items() for i in range(1, n + 1)})
+    assert seen == want, (
+        f"duplicates: {[k for k, v in seen.items() if v > 1][:5]}, "
+        f"missing: {list((want - seen).elements())[:5]}"
+    )
+
+
+def test_broker_unreachable_at_start_and_mid_run(broker: Broker, tmp_path: Path) -> None:
+    # The job starts while the broker is still down: discovery retries with backoff.
+    events, counts = "events", "counts"
+    settings = Settings(
+        snapshots=SnapshotSettings(location=f"file://{tmp_path}/snaps", checkpoint_interval_s=0.5)
+    )
+    job = Job(count_flow(broker.bootstrap, events, counts), settings)
+    phases: list[str] = []
+
+    async def scenario() -> Counter[str]:
+        run = asyncio.create_task(job.run())
+        await asyncio.sleep(3)
+        assert not run.done(), job.error  # still waiting for the broker, not failed
+        broker.start()
+        await asyncio.to_thread(broker.wait_ready)
+        await asyncio.to_thread(make_topics, broker.bootstrap, (events, 4), (counts, 2))
+        expected = await asyncio.to_thread(produce_events, broker.bootstrap, events, 3000, 20)
+        phases.append("first batch")
+        await until(lambda: job.ready and bool(job.last_checkpoint), run)
+        # Mid-run the broker freezes for longer than a checkpoint interval. It is thawed
+        # from another thread: the job's loop (this loop) may block in a Kafka call.
+        thawed = threading.Event()
+
+        def thaw() -> None:
+            broker.thaw()
+            thawed.set()
+
+        broker.freeze()
+        threading.Timer(8, thaw).start()
+        await until(thawed.is_set, run)
+        phases.append("thawed")
+        expected += await asyncio.to_thread(produce_events, broker.bootstrap, events, 3000, 20)
+        total = sum(expected.values())
+        await until(lambda: records_read(job) >= total, run)
+        done = (job.last_checkpoint.checkpoint_id or 0) if job.last_checkpoint else 0
+        await until(lambda: (job.last_checkpoint.checkpoint_id or 0) > done + 1, run)
+        job.cancel()
+        assert await run == "CANCELED", job.error
+        return expected
+
+    expected = asyncio.run(scenario())
+    assert phases == ["first batch", "thawed"]
+    outputs = committed_outputs(broker.bootstrap, counts, 2, sum(expected.values()))
+    assert_exactly_once(outputs, expected)
+
+
+def records_read(job: Job) -> int:
+    return sum(sum(p.values()) for p in job.status()["sources"].values())
+
+
+async def until(condition: object, run: asyncio.Task[str]) -> None:
+    deadline = time.monotonic() + 240
+    while not condition():  # type: ignore[operator]
+        assert not run.done(), f"the job ended: {run.result()}"
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
