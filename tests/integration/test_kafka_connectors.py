@@ -134,8 +134,12 @@ def test_positions_resume_exactly_at_another_parallelism(
 ) -> None:
     topic = topic_factory(6)
     for p in range(6):
-        produce(kafka_bootstrap, topic, [json.dumps({"p": p, "i": i}).encode() for i in range(50)],
-                partition=p)  # fmt: skip
+        produce(
+            kafka_bootstrap,
+            topic,
+            [json.dumps({"p": p, "i": i}).encode() for i in range(50)],
+            partition=p,
+        )
     source = KafkaSource(topic, bootstrap_servers=kafka_bootstrap)
     splits = source.discover_splits()
     assert splits == [f"{topic}:{p}" for p in range(6)]
@@ -238,8 +242,12 @@ def test_pattern_subscription_and_record_timestamps(
     record = batch.records[0]
     assert isinstance(record, KafkaRecord)
     assert (record.topic, record.partition, record.offset, record.key, record.value) == (
-        a, 0, 0, "0", {"n": 1},
-    )  # fmt: skip
+        a,
+        0,
+        0,
+        "0",
+        {"n": 1},
+    )
     source.close()
 
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from dev.plane import pins
 from rewind_engine import Dataflow
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
 from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
+
+from dev.plane import pins
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -88,10 +88,10 @@ class Broker:
         self.jvm.insert(1, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            [*self.jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(props)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [*self.jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            check=True,
+            capture_output=True,
+        )
         self.argv = [*self.jvm, "kafka.Kafka", str(props)]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -183,9 +183,7 @@ def committed_outputs(servers: str, topic: str, partitions: int, want: int) -> l
 def count_flow(servers: str, events: str, counts: str) -> Dataflow:
     flow = Dataflow("outage")
     (
-        flow.source(
-            "events", KafkaSource(events, bootstrap_servers=servers, connect_timeout_s=300)
-        )  # fmt: skip
+        flow.source("events", KafkaSource(events, bootstrap_servers=servers, connect_timeout_s=300))
         .key_by("by-post", lambda e: e["post"])
         .count("count")
         .sink(
@@ -196,7 +194,7 @@ def count_flow(servers: str, events: str, counts: str) -> Dataflow:
                 key=lambda r: r[0],
                 value=lambda r: {"post": r[0], "count": r[1]},
             ),
-        )  # fmt: skip
+        )
     )
     return flow
 
