@@ -205,7 +205,18 @@ def savepoint_created(**kwargs: Any) -> None:
     reconcile_savepoint(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, "savepoints", interval=SETTINGS.reconcile.savepoint_poll_s)
+def _savepoint_open(**kwargs: Any) -> bool:
+    phase = (kwargs.get("status") or {}).get("phase")
+    return phase not in ("Completed", "Failed", "Abandoned")
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "savepoints",
+    interval=SETTINGS.reconcile.savepoint_poll_s,
+    when=_savepoint_open,
+)
 def savepoint_timer(**kwargs: Any) -> None:
     """Poll a savepoint until it reaches a final phase."""
     namespace, name = _key(kwargs)

@@ -31,6 +31,15 @@ def _context_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _DropTimerChatter(logging.Filter):
+    """kopf logs every timer run ("Timer 'x' succeeded."): once a second per object.
+    Failures and everything else still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("succeeded."))
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Set up structlog and the stdlib root logger once, for the whole process."""
     shared: list[Any] = [
@@ -61,6 +70,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(_DropTimerChatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -280,3 +280,18 @@ def test_metrics_phases_and_outcomes() -> None:
     metrics.savepoint_finished("upgrade", "completed", t0, t0 + timedelta(seconds=3))
     labels = {"reason": "upgrade"}
     assert (REGISTRY.get_sample_value("rewind_savepoint_duration_seconds_count", labels) or 0) >= 1
+
+
+def test_timer_chatter_is_not_logged() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json")
+    root = logging.getLogger()
+    root.handlers[0].stream = stream  # type: ignore[attr-defined]
+    try:
+        logging.getLogger("kopf.objects").info("Timer 'app_timer' succeeded.")
+        logging.getLogger("kopf.objects").error("Timer 'app_timer' failed with an exception.")
+    finally:
+        structlog.reset_defaults()
+        root.handlers.clear()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "failed" in lines[0]
