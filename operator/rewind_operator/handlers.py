@@ -145,6 +145,13 @@ def app_deleted(**kwargs: Any) -> None:
     metrics.set_phase(namespace, name, None)
 
 
+@kopf.on.delete(GROUP, VERSION, "streamapps", optional=True)
+def app_gone(**kwargs: Any) -> None:
+    """Any app deleted (no finalizer for this one): drop it from the phase gauge."""
+    namespace, name = _key(kwargs)
+    metrics.set_phase(namespace, name, None)
+
+
 # --------------------------------------------------------------------------- Savepoint
 
 
