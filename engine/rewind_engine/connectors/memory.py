@@ -92,5 +92,8 @@ class _CollectWriter(SinkWriter):
     def commit(self, checkpoint_id: int, committable: Any) -> None:
         if committable in self.sink._done:
             return
+        staged = self.sink.staged.pop(committable, None)
+        if staged is None:
+            return  # staged by another CollectSink (an earlier run), which committed it
         self.sink._done.add(committable)
-        self.sink.committed.extend(self.sink.staged.pop(committable))
+        self.sink.committed.extend(staged)

@@ -183,6 +183,10 @@ class Job:
         self._cancel = True
 
     def _trigger_checkpoint(self, final: bool = False) -> None:
+        # Any checkpoint triggered once every bounded source is exhausted follows all of
+        # the input, so it can end the job (else busy periodic checkpoints would starve
+        # the final one).
+        final = final or all(s.is_finished() for s in self.sources)
         cid = self.coordinator.next_checkpoint_id
         uri = snapshots.checkpoint_uri(self.settings.snapshots.location, self.job_id, cid)
         self.coordinator.trigger(SnapshotRequest(f"chk-{cid}", "checkpoint", uri, final=final))

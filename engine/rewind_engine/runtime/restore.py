@@ -96,9 +96,9 @@ def restore_tasks(
             old_kind = next((s.get("kind") for s in states if isinstance(s, dict)), None)
             if old_kind is not None and old_kind != kinds[uid]:
                 raise RestoreError(
-                    f"snapshot {reader.uri}: uid {uid!r} was a {old_kind} step and is now a"
-                    f" {kinds[uid]} step; its state cannot be restored into it (give the new"
-                    " step a new uid)"
+                    f"snapshot {reader.uri}: uid {uid!r} was a step of kind {old_kind!r} and is"
+                    f" now of kind {kinds[uid]!r}; its state cannot be restored into it (give"
+                    " the new step a new uid)"
                 )
             op_states[uid] = [s for s in states if s is not None]
         sources: dict[str, SourceRestore] = {}

@@ -1,0 +1,62 @@
+"""Key groups: stable hashing, contiguous ranges, owners."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import msgpack
+import pytest
+from rewind_engine.keys import (
+    KeyGrouper,
+    decode_key,
+    key_group_of,
+    key_group_range,
+    owners,
+)
+
+
+def test_key_groups_are_pinned() -> None:
+    # crc32(msgpack(key)) % max_parallelism, never Python's salted hash(). If these values
+    # change, every existing savepoint's keyed state would be mis-routed on restore.
+    assert [key_group_of(k, 128) for k in ("a", 1, (1, "view"), "post-1")] == [25, 27, 10, 92]
+    assert key_group_of((7, "click"), 128) == zlib.crc32(msgpack.packb([7, "click"])) % 128
+    assert key_group_of((1, "view"), 128) == key_group_of([1, "view"], 128)
+
+
+def test_ranges_are_contiguous_and_cover_all_key_groups() -> None:
+    for p in (1, 2, 3, 5, 7, 128):
+        ranges = [key_group_range(i, p, 128) for i in range(p)]
+        assert ranges[0].start == 0 and ranges[-1].stop == 128
+        for a, b in itertools.pairwise(ranges):
+            assert a.stop == b.start
+        table = owners(p, 128)
+        for i, r in enumerate(ranges):
+            assert all(table[kg] == i for kg in r)
+
+
+def test_flink_formula_for_ranges() -> None:
+    assert key_group_range(1, 3, 10) == range(3, 6)
+    assert key_group_range(2, 3, 10) == range(6, 10)
+
+
+def test_parallelism_above_max_parallelism_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_parallelism"):
+        key_group_range(0, 200, 128)
+
+
+def test_grouper_caches_and_agrees_with_the_function() -> None:
+    g = KeyGrouper(64)
+    keys = [("p", i) for i in range(500)] + list(range(500))
+    assert [g(k) for k in keys] == [key_group_of(k, 64) for k in keys]
+    assert [g(k) for k in keys] == [key_group_of(k, 64) for k in keys]
+
+
+def test_unhashable_key_gives_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="cannot be hashed stably"):
+        key_group_of(object(), 128)
+
+
+def test_decode_key_turns_arrays_back_into_tuples() -> None:
+    assert decode_key([1, ["a", 2]]) == (1, ("a", 2))
+    assert decode_key("x") == "x"
