@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rewind_engine.testing import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -350,7 +349,7 @@ def test_a_copied_savepoint_restores_from_its_new_place(
 
 
 def test_v2b_restores_v1_and_v3_fails_at_start(tmp_path: Path) -> None:
-    uri, consumed = stop_v1(tmp_path, total=6000)
+    uri, _consumed = stop_v1(tmp_path, total=6000)
     done = run(
         V2B, tmp_path, "--restore", uri, "--", "--out", str(tmp_path / "b"), "--total", "6000"
     )
