@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from post_events import WATERMARKS, Params, post_events_source
-from rewind_engine import Dataflow, FileSink, TumblingWindows
+from post_events import WATERMARKS, Params, output, post_events_source
+from rewind_engine import Dataflow, TumblingWindows
 
 
 def flow(argv: list[str]) -> Dataflow:
@@ -24,12 +24,12 @@ def flow(argv: list[str]) -> Dataflow:
         events.key_by("by-post-and-kind", lambda e: (e["post_id"], e["kind"]))
         .count("views-and-clicks")
         .map("counts-as-rows", lambda kc: {"post_id": kc[0][0], "kind": kc[0][1], "count": kc[1]})
-        .sink("counts-out", FileSink(params.out / "counts"))
+        .sink("counts-out", output(params, "counts"))
     )
     (
         events.filter("paid-clicks", lambda e: e["paid"] and e["kind"] == "click")
         .key_by("by-post", "post_id")
         .window("paid-clicks-per-minute", TumblingWindows(60_000), "count")
-        .sink("paid-clicks-out", FileSink(params.out / "paid_clicks_per_minute"))
+        .sink("paid-clicks-out", output(params, "paid_clicks_per_minute"))
     )
     return f
