@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -198,6 +198,13 @@ class Engine:
         self.proc.wait()
 
 
+def group_offsets(t: Topics, group: str) -> int:
+    """Sum of the offsets `group` committed for the events topic."""
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t.events, p) for p in range(6)])
+    result = t.admin.list_consumer_group_offsets([request])[group].result()
+    return sum(max(tp.offset, 0) for tp in result.topic_partitions)
+
+
 def positions_total(status: dict[str, Any]) -> int:
     return sum(sum(splits.values()) for splits in status.get("sources", {}).values())
 
@@ -303,6 +310,8 @@ def test_stop_at_parallelism_2_restore_at_3_equals_an_uninterrupted_run(
     status = second.wait_read(2 * half)
     assert status["parallelism"] == 3
     second.stop()
+    # Offsets went to the consumer group too, after checkpoints completed (monitoring).
+    assert group_offsets(t, "rewind.post-events") == 2 * half
 
     whole = Engine("v1", t, straight, snapshots, log, parallelism=2)
     whole.wait_read(2 * half)

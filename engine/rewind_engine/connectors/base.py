@@ -75,6 +75,12 @@ class SplitReader(ABC):
     def position(self) -> Any:
         """The position after the last polled record (msgpack-able; snapshot data)."""
 
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional
+        """Snapshot `checkpoint_id` (holding this reader's position) is complete.
+
+        For side effects that must wait for a durable position, such as committing Kafka
+        offsets to a consumer group for lag monitoring; never a source of truth."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing
         """Release files or connections."""
 

@@ -195,6 +195,8 @@ class Job:
         for task in self.tasks:
             if task.operator is not None:
                 task.operator.notify_complete(request.checkpoint_id or 0)
+        for source in self.sources:
+            source.notify_complete(request.checkpoint_id or 0)
         count, total, _ = self.snapshot_stats.get(request.kind, (0, 0.0, 0))
         self.snapshot_stats[request.kind] = (
             count + 1,

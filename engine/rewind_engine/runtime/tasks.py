@@ -247,6 +247,11 @@ class SourceTask(TaskBase):
         """A bounded source subtask whose splits are all exhausted."""
         return self.bounded and not self.readers
 
+    def notify_complete(self, checkpoint_id: int) -> None:
+        """A snapshot holding these readers' positions is complete (see SplitReader)."""
+        for reader in self.readers.values():
+            reader.notify_checkpoint_complete(checkpoint_id)
+
     def positions(self) -> dict[str, Any]:
         out = {s: r.position() for s, r in self.readers.items()}
         out.update(self.finished)
