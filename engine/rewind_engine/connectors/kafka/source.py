@@ -409,7 +409,7 @@ class _SharedConsumer:
             self.paused.discard(key)
             try:
                 self.consumer.incremental_unassign([TopicPartition(topic, partition)])
-            except KafkaException as exc:
+            except (KafkaException, RuntimeError) as exc:  # RuntimeError: already closed
                 log.warning("unassigning %s:%d failed: %s", topic, partition, exc)
             last = not self.buffers
         if last:
