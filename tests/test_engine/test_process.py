@@ -102,7 +102,7 @@ def as_multiset(records: list[dict[str, Any]]) -> Counter[str]:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict[str, Any]]]:
     """The committed output of uninterrupted v1 runs, by total number of events."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for total in (12000, 20000):
+    for total in (30000, 20000):
         tmp = tmp_path_factory.mktemp(f"plain{total}")
         done = run(V1, tmp, "--", "--out", str(tmp / "out"), "--total", str(total))
         assert done.returncode == 0, done.stderr
@@ -128,8 +128,11 @@ def test_sigkill_at_random_points_then_restore_latest_equals_an_uninterrupted_ru
     assert as_multiset(got) == as_multiset(uninterrupted[20000])  # no loss, no duplicate
 
 
-def stop_v1(tmp: Path, *run_args: str, total: int = 12000) -> tuple[str, int]:
-    """Run v1, stop it with a savepoint; returns (URI, events consumed before the stop)."""
+def stop_v1(tmp: Path, *run_args: str, total: int = 30000) -> tuple[str, int]:
+    """Run v1, stop it with a savepoint; returns (URI, events consumed before the stop).
+
+    The run has no end (no --total: the same events, never finished), so the stop can't
+    race the end of input; later runs restore with --total to finish."""
     control = f"127.0.0.1:{free_port()}"
     proc = start(
         V1,
@@ -142,10 +145,8 @@ def stop_v1(tmp: Path, *run_args: str, total: int = 12000) -> tuple[str, int]:
         "--",
         "--out",
         str(tmp / "out-v1"),
-        "--total",
-        str(total),
         "--rate",
-        "3000",
+        "1000",
     )
     wait_running(control, proc, 500)
     stopped = cli("stop", "--control", control)
@@ -167,14 +168,14 @@ def test_post_analytics_story_v1_to_v2(
     assert len(v1_out) == consumed
     # v2 restores v1's savepoint: old counts continue, the new step starts empty.
     done = run(
-        V2, tmp_path, "--restore", uri, "--", "--out", str(tmp_path / "out-v2"), "--total", "12000"
+        V2, tmp_path, "--restore", uri, "--", "--out", str(tmp_path / "out-v2"), "--total", "30000"
     )
     assert done.returncode == 0, done.stderr
     counts = v1_out + read_jsonl(tmp_path / "out-v2" / "counts")
-    assert as_multiset(counts) == as_multiset(uninterrupted[12000])
+    assert as_multiset(counts) == as_multiset(uninterrupted[30000])
     organic_paid = read_jsonl(tmp_path / "out-v2" / "organic_paid")
-    assert len(organic_paid) == 12000 - consumed
-    assert sum(finals(organic_paid, "post_id", "kind", "paid").values()) == 12000 - consumed
+    assert len(organic_paid) == 30000 - consumed
+    assert sum(finals(organic_paid, "post_id", "kind", "paid").values()) == 30000 - consumed
     # ...and the new counts started at 1: every key's first update is a 1.
     firsts: dict[tuple[Any, ...], int] = {}
     for r in organic_paid:
@@ -183,14 +184,14 @@ def test_post_analytics_story_v1_to_v2(
 
 
 def test_restoring_into_a_flow_without_a_step_fails_naming_its_uid(tmp_path: Path) -> None:
-    uri, _ = stop_v1(tmp_path, total=6000)
+    uri, _ = stop_v1(tmp_path, total=30000)
     dropped = tmp_path / "dropped.py"
     dropped.write_text(
         V1.read_text()
         .replace("str(Path(__file__).resolve().parent.parent)", repr(str(V1.parent.parent)))
         .replace('.count("views-and-clicks")', '.map("no-count", lambda e: ((e, e), 0))')
     )
-    flow_args = ["--", "--out", str(tmp_path / "out-dropped"), "--total", "6000"]
+    flow_args = ["--", "--out", str(tmp_path / "out-dropped"), "--total", "30000"]
     refused = run(dropped, tmp_path, "--restore", uri, *flow_args)
     assert refused.returncode == 1
     assert "views-and-clicks" in refused.stderr
@@ -204,7 +205,7 @@ def test_savepoint_at_parallelism_2_restores_at_1_and_3(
 ) -> None:
     uri, _ = stop_v1(tmp_path, "--parallelism", "2")
     before = read_jsonl(tmp_path / "out-v1" / "counts")
-    expected = finals(uninterrupted[12000], "post_id", "kind")
+    expected = finals(uninterrupted[30000], "post_id", "kind")
     for p in ("1", "3"):
         out = tmp_path / f"out-p{p}"
         done = run(
@@ -218,12 +219,12 @@ def test_savepoint_at_parallelism_2_restores_at_1_and_3(
             "--out",
             str(out),
             "--total",
-            "12000",
+            "30000",
         )
         assert done.returncode == 0, done.stderr
         after = read_jsonl(out / "counts")
         assert finals(before + after, "post_id", "kind") == expected, f"parallelism {p}"
-        assert as_multiset(before + after) == as_multiset(uninterrupted[12000])
+        assert as_multiset(before + after) == as_multiset(uninterrupted[30000])
 
 
 def test_a_savepoint_to_an_unreachable_s3_endpoint_fails_and_the_job_keeps_running(
@@ -341,17 +342,17 @@ def test_a_copied_savepoint_restores_from_its_new_place(
         "--out",
         str(tmp_path / "o2"),
         "--total",
-        "12000",
+        "30000",
     )
     assert done.returncode == 0, done.stderr
     got = read_jsonl(tmp_path / "out-v1" / "counts") + read_jsonl(tmp_path / "o2" / "counts")
-    assert as_multiset(got) == as_multiset(uninterrupted[12000])
+    assert as_multiset(got) == as_multiset(uninterrupted[30000])
 
 
 def test_v2b_restores_v1_and_v3_fails_at_start(tmp_path: Path) -> None:
-    uri, _consumed = stop_v1(tmp_path, total=6000)
+    uri, _consumed = stop_v1(tmp_path, total=30000)
     done = run(
-        V2B, tmp_path, "--restore", uri, "--", "--out", str(tmp_path / "b"), "--total", "6000"
+        V2B, tmp_path, "--restore", uri, "--", "--out", str(tmp_path / "b"), "--total", "30000"
     )
     assert done.returncode == 0, done.stderr
     windows = read_jsonl(tmp_path / "b" / "paid_clicks_per_minute")
