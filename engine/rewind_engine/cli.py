@@ -166,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.snapshots.checkpoints_retained = args.checkpoints_retained
     settings.snapshots.restore = args.restore
     settings.snapshots.allow_non_restored_state = args.allow_non_restored_state
+    settings.snapshots.deployment_id = os.environ.get("REWIND_DEPLOYMENT_ID") or None
     settings.runtime.batch_size = args.batch_size
     try:
         flow = load_flow(args.flow, args.flow_args)

@@ -52,6 +52,13 @@ class SnapshotSettings:
     """URI of a savepoint or checkpoint to start from, or "latest" (newest completed
     snapshot under `location`; none there means start empty). None: start empty."""
 
+    deployment_id: str | None = None
+    """The deployment this process belongs to (REWIND_DEPLOYMENT_ID, set by the operator
+    to its workload hash). Recorded as `meta.deployment_id` in every snapshot; at start, the
+    newest completed snapshot under `location` with the same id is restored instead of
+    `restore`, so a restarted container continues from its own last checkpoint rather than
+    replaying from the savepoint it was first started from. None: not tracked."""
+
     allow_non_restored_state: bool = False
     """Start even if the snapshot holds state of uids the flow no longer has (that state is
     dropped). Off by default: silently losing state is the worst outcome."""

@@ -100,20 +100,23 @@ class Job:
         self.coordinator.ack(task, checkpoint_id, capture)
 
     def _meta(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "job_id": self.job_id,
             "flow": self.flow_ref,
             "max_parallelism": self.settings.parallelism.max_parallelism,
             "dataflow": self.flow.name,
             "parallelism": self.settings.parallelism.parallelism,
         }
+        if self.settings.snapshots.deployment_id:
+            meta["deployment_id"] = self.settings.snapshots.deployment_id
+        return meta
 
     # -- setup --------------------------------------------------------------------
 
     def _setup(self) -> None:
         """Restore (if asked), assign source splits, open operators. Blocking."""
         snap = self.settings.snapshots
-        uri = resolve(snap.restore, snap.location)
+        uri = resolve(snap.restore, snap.location, snap.deployment_id)
         restored = None
         if uri is not None:
             restored = restore_tasks(

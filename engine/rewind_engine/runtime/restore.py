@@ -44,9 +44,28 @@ class Restored:
     sources: dict[str, SourceRestore]
 
 
-def resolve(restore: str | None, location: str) -> str | None:
-    """The URI to restore from: as given, or for "latest" the newest snapshot under the
+def resolve(restore: str | None, location: str, deployment_id: str | None = None) -> str | None:
+    """The URI to restore from: the newest snapshot of this deployment if there is one
+    (a restart of the same deployment continues where it was, never replays from its
+    original savepoint); else as given, or for "latest" the newest snapshot under the
     location (None, and a log line, when there is none)."""
+    if deployment_id:
+        own = snapshots.latest(location, deployment_id=deployment_id)
+        if own is not None:
+            log.info(
+                "restore_own_snapshot",
+                uri=own,
+                deployment_id=deployment_id,
+                instead_of=restore,
+                message="a snapshot of this deployment exists: resuming from it (a restart)",
+            )
+            return own
+        log.info(
+            "restore_as_given",
+            deployment_id=deployment_id,
+            restore=restore,
+            message="no snapshot of this deployment yet: a first start",
+        )
     if restore is None:
         return None
     if restore == "latest":

@@ -43,6 +43,8 @@ class SnapshotInfo:
     format_version: int
     problem: str | None = None
     """Why this engine cannot restore it (a newer format), else None."""
+    deployment_id: str | None = None
+    """`meta.deployment_id` of the writer (REWIND_DEPLOYMENT_ID under the operator)."""
 
 
 def read_manifest(uri: str) -> Manifest:
@@ -118,6 +120,7 @@ def list_snapshots(
             created_at=manifest.created,
             size_bytes=manifest.size_bytes,
             format_version=manifest.format_version,
+            deployment_id=_str_or_none(manifest.meta.get("deployment_id")),
         )
 
     with ThreadPoolExecutor(_LIST_WORKERS, thread_name_prefix="rewind-list") as pool:
@@ -142,19 +145,30 @@ def _info_from_newer(uri: str, data: bytes, problem: str) -> SnapshotInfo | None
             size_bytes=int(raw.get("size_bytes", 0)),
             format_version=int(raw["format_version"]),
             problem=problem,
+            deployment_id=_str_or_none((raw.get("meta") or {}).get("deployment_id")),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         log.warning("snapshot_malformed", uri=uri, error=problem)
         return None
 
 
-def latest(location: str, *, job_id: str | None = None) -> str | None:
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def latest(
+    location: str, *, job_id: str | None = None, deployment_id: str | None = None
+) -> str | None:
     """URI of the newest complete checkpoint or savepoint under `location` (for
-    `--restore latest`), or None when there is none.
+    `--restore latest`), or None when there is none. With `deployment_id`, only
+    snapshots whose `meta.deployment_id` equals it count (a restarted container of the
+    same deployment resumes from its own newest snapshot).
 
     If the newest one was written by a newer Rewind this raises rather than silently
     restoring older state."""
     for info in list_snapshots(location, job_id=job_id):
+        if deployment_id is not None and info.deployment_id != deployment_id:
+            continue
         if info.problem is not None:
             raise IncompatibleSnapshotError(
                 f"the newest snapshot under {location} cannot be restored: {info.problem}"

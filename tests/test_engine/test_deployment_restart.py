@@ -1,0 +1,145 @@
+"""REWIND_DEPLOYMENT_ID: a restarted container continues from its own checkpoint.
+
+The operator starts an engine with `--restore SAVEPOINT` and its workload hash in
+REWIND_DEPLOYMENT_ID. If Kubernetes restarts that container (same arguments), the engine
+must resume from the newest snapshot it wrote itself, not replay from the savepoint (which
+would duplicate committed sink output); another deployment (a rollback) still starts from
+the savepoint it names. Runs `rewind run` as a real process on post-analytics v1 and
+compares committed file-sink output record for record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rewind_engine.testing import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+V1 = REPO / "examples/post_analytics/v1/flow.py"
+REWIND = [sys.executable, "-m", "rewind_operator.cli"]
+TOTAL = 30000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(tmp: Path, log: Path, *args: str, deployment: str | None = None) -> Any:
+    env = {k: v for k, v in os.environ.items() if k != "REWIND_DEPLOYMENT_ID"}
+    if deployment is not None:
+        env["REWIND_DEPLOYMENT_ID"] = deployment
+    with log.open("w") as out:  # the child keeps its fd
+        return subprocess.Popen(
+            [*REWIND, "run", str(V1), "--snapshots", f"file://{tmp}/snapshots", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+        )
+
+
+def status(control: str, proc: Any) -> dict[str, Any] | None:
+    assert proc.poll() is None, "the job exited early"
+    try:
+        with urllib.request.urlopen(f"http://{control}/status", timeout=10) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == event:
+            found.append(entry)
+    return found
+
+
+def as_multiset(records: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(json.dumps(r, sort_keys=True) for r in records)
+
+
+def savepoint_of_v1(tmp: Path) -> str:
+    """Run v1 (unbounded, no deployment id) and stop it with a savepoint; its URI."""
+    control = f"127.0.0.1:{free_port()}"
+    proc = start(
+        tmp, tmp / "v1.log", "--control", control, "--", "--out", str(tmp / "out-v1"),
+        "--rate", "1000",
+    )  # fmt: skip
+    while (s := status(control, proc)) is None or s["records_out"] < 500:
+        time.sleep(0.05)
+    stopped = subprocess.run(
+        [*REWIND, "stop", "--control", control], capture_output=True, text=True, check=False
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert proc.wait() == 0
+    return stopped.stdout.strip().splitlines()[-1]
+
+
+def test_a_restart_resumes_from_its_own_checkpoint_and_another_deployment_from_restore(
+    tmp_path: Path,
+) -> None:
+    plain = subprocess.run(
+        [*REWIND, "run", str(V1), "--snapshots", f"file://{tmp_path}/plain-snapshots", "--",
+         "--out", str(tmp_path / "out-plain"), "--total", str(TOTAL)],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    uninterrupted = read_jsonl(tmp_path / "out-plain" / "counts")
+    assert len(uninterrupted) == TOTAL
+
+    sp = savepoint_of_v1(tmp_path)
+    before = read_jsonl(tmp_path / "out-v1" / "counts")
+    control = f"127.0.0.1:{free_port()}"
+    args = [
+        "--restore", sp, "--control", control, "--checkpoint-interval", "0.2",
+        "--", "--out", str(tmp_path / "out-x"), "--total", str(TOTAL), "--rate", "3000",
+    ]  # fmt: skip
+
+    # First container of deployment X: restores the savepoint, checkpoints, is killed.
+    first = start(tmp_path, tmp_path / "x1.log", *args, deployment="X")
+    while (s := status(control, first)) is None or s["last_checkpoint"] is None:
+        time.sleep(0.05)
+    assert s["restored_from"] == sp
+    time.sleep(0.3)  # output staged after the checkpoint must not count twice
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    committed_before_restart = len(read_jsonl(tmp_path / "out-x" / "counts"))
+    assert committed_before_restart > 0  # the first container's checkpoints committed output
+
+    # The restarted container (same arguments, same deployment) resumes from its own.
+    second = start(tmp_path, tmp_path / "x2.log", *args, deployment="X")
+    assert second.wait() == 0
+    chosen = log_events(tmp_path / "x2.log", "restore_own_snapshot")
+    assert len(chosen) == 1 and chosen[0]["deployment_id"] == "X"
+    assert "/checkpoints/" in chosen[0]["uri"] and chosen[0]["instead_of"] == sp
+    running = log_events(tmp_path / "x2.log", "job_running")
+    assert running[0]["restored_from"] == chosen[0]["uri"]
+    after = read_jsonl(tmp_path / "out-x" / "counts")
+    assert as_multiset(before + after) == as_multiset(uninterrupted)  # no loss, no duplicate
+
+    # Another deployment (a rollback to the same savepoint) ignores X's checkpoints.
+    other_args = [a if a != str(tmp_path / "out-x") else str(tmp_path / "out-y") for a in args]
+    other_args[other_args.index("--control") + 1] = f"127.0.0.1:{free_port()}"
+    other = start(tmp_path, tmp_path / "y.log", *other_args, deployment="Y")
+    assert other.wait() == 0
+    assert not log_events(tmp_path / "y.log", "restore_own_snapshot")
+    assert log_events(tmp_path / "y.log", "job_running")[0]["restored_from"] == sp
+    rolled_back = read_jsonl(tmp_path / "out-y" / "counts")
+    assert as_multiset(before + rolled_back) == as_multiset(uninterrupted)
