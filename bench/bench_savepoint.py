@@ -1,10 +1,15 @@
 """Savepoint write and restore throughput, next to the physical limits, in one run.
 
 State: N keys (default 1 M) of {post_id: count} over 128 key groups and 4 subtasks,
-the shape of examples/post_analytics. For each storage it measures, on the same bytes:
+held by the engine's count operator (AggregateOp), as in examples/post_analytics. For
+each storage it measures, on the same bytes:
 
-  savepoint write   SnapshotWriter: add_subtask x 4 + finish (encode, sha256, upload,
-                    manifest), from the caller's first call to finish() returning
+  savepoint write   the engine's own path for each of the 4 subtasks: capture (the copy
+                    taken at the barrier), group into key groups (after a warm-up
+                    snapshot, as in a running job after its first checkpoint: only
+                    keys new since then are hashed, here none),
+                    SnapshotWriter.add_subtask; then finish (encode, sha256, upload,
+                    manifest), from the first capture to finish() returning
   raw upload        S3: boto3 `upload_fileobj` of one object of the same size (boto3's
                     own high-level transfer, default settings); file: one write + fsync
   restore           SnapshotReader: all key groups of all subtasks, decoded into dicts
@@ -40,7 +45,11 @@ import boto3
 import msgpack
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from rewind_engine.dataflow import AggregateSpec
+from rewind_engine.keys import KeyGrouper, key_group_of
+from rewind_engine.runtime.operators import AggregateOp
 from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter, dispose
+from rewind_engine.windows import Count
 
 REPO = Path(__file__).resolve().parents[1]
 UID = "count-per-post"
@@ -56,9 +65,7 @@ def build_state(
     state: dict[int, dict[int, int]] = {kg: {} for kg in range(key_groups)}
     post_ids = rng.sample(range(10**12), keys)
     for post_id in post_ids:
-        # A stable multiplicative hash spreads ids over key groups like the engine's does.
-        kg = ((post_id * 2654435761) & 0xFFFFFFFF) % key_groups
-        state[kg][post_id] = rng.randrange(1, 100_000)
+        state[key_group_of(post_id, key_groups)][post_id] = rng.randrange(1, 100_000)
     if layout == "compact":
         state = {kg: {k + 0: v + 0 for k, v in d.items()} for kg, d in state.items()}
     return state
@@ -87,18 +94,29 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def write_savepoint(uri: str, state: dict[int, dict[int, int]], subtasks: int) -> int:
-    key_groups = len(state)
+def count_operators(state: dict[int, dict[int, int]], subtasks: int) -> list[AggregateOp]:
+    """One engine count operator per subtask holding its key groups' keys (inserted in
+    the state's order: scattered, as a running job's)."""
+    ops = []
+    for groups in ranges(subtasks, len(state)):
+        op = AggregateOp(AggregateSpec(Count(), None, "batch"))
+        for kg in groups:
+            op.state.update(state[kg])
+        ops.append(op)
+    return ops
+
+
+def write_savepoint(uri: str, ops: list[AggregateOp], key_groups: int, grouper: KeyGrouper) -> int:
     writer = SnapshotWriter(
         uri,
         "savepoint",
         uri.rsplit("/", 1)[-1],
         SnapshotMeta(job_id="bench", flow="bench_savepoint", max_parallelism=key_groups),
     )
-    for subtask, groups in enumerate(ranges(subtasks, key_groups)):
-        writer.add_subtask(
-            UID, subtask, subtasks, groups, {kg: state[kg] for kg in groups}, {"offset": 1}
-        )
+    for subtask, groups in enumerate(ranges(len(ops), key_groups)):
+        capture = ops[subtask].capture(1)
+        keyed = ops[subtask].group(capture.keyed, grouper)
+        writer.add_subtask(UID, subtask, len(ops), groups, keyed, capture.operator_state)
     return writer.finish().size_bytes
 
 
@@ -106,8 +124,9 @@ def restore_savepoint(uri: str, subtasks: int, key_groups: int) -> int:
     keys = 0
     with SnapshotReader(uri, max_parallelism=key_groups) as reader:
         for groups in ranges(subtasks, key_groups):
-            restored = dict(reader.keyed_state(UID, groups))
-            keys += sum(len(v) for v in restored.values())
+            op = AggregateOp(AggregateSpec(Count(), None, "batch"))
+            op.restore(reader.keyed_state(UID, groups), [])
+            keys += len(op.state)
     return keys
 
 
@@ -126,14 +145,17 @@ def bench_backend(
     keys = sum(len(v) for v in state.values())
     write_s: list[float] = []
     read_s: list[float] = []
-    # Warm-up, not measured: the first snapshot in a process builds the S3 client.
+    ops = count_operators(state, args.subtasks)
+    grouper = KeyGrouper(args.key_groups)
+    # Warm-up, not measured: the first snapshot in a process builds the S3 client and
+    # fills the grouper's key -> key group cache (as a job's first checkpoint does).
     warm = f"{location.rstrip('/')}/sp-warmup-{uuid.uuid4().hex[:6]}"
-    write_savepoint(warm, {kg: {} for kg in state}, args.subtasks)
+    write_savepoint(warm, ops, args.key_groups, grouper)
     dispose(warm)
     size = 0
     for attempt in range(args.repeat):
         uri = f"{location.rstrip('/')}/sp-bench-{attempt}-{uuid.uuid4().hex[:6]}"
-        seconds, size = timed(lambda uri=uri: write_savepoint(uri, state, args.subtasks))
+        seconds, size = timed(lambda uri=uri: write_savepoint(uri, ops, args.key_groups, grouper))
         write_s.append(seconds)
         seconds, restored = timed(
             lambda uri=uri: restore_savepoint(uri, args.subtasks, args.key_groups)

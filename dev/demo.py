@@ -422,15 +422,19 @@ def _counts(report: Report, watch: _Watch) -> None:
 def _read_counts(uri: str, uid: str) -> tuple[dict[tuple[Any, ...], int], int]:
     """(count per key of the step `uid`, events read) in the snapshot at `uri`.
 
-    A keyed count's state is, per key group, a list of [key, count] pairs (the engine's
-    snapshot format, docs/snapshot-format.md); the events read are the sum of the
-    source positions the snapshot recorded."""
+    A keyed count's state is, per key group, {"keys": [...], "values": [...]} (format 2)
+    or a list of [key, count] pairs (format 1; docs/snapshot-format.md); the events read
+    are the sum of the source positions the snapshot recorded."""
     with SnapshotReader(uri) as reader:
         groups = range(reader.manifest.max_parallelism)
         counts = {
             tuple(key) if isinstance(key, list | tuple) else (key,): int(count)
-            for _, pairs in reader.keyed_state(uid, groups)
-            for key, count in pairs
+            for _, block in reader.keyed_state(uid, groups)
+            for key, count in (
+                zip(block["keys"], block["values"], strict=True)
+                if isinstance(block, dict)
+                else block
+            )
         }
         events = sum(
             int(position)

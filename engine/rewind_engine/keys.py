@@ -75,19 +75,36 @@ def decode_key(key: Any) -> Any:
 
 
 class KeyGrouper:
-    """key -> key group with a cache; keys repeat, and crc32 of msgpack costs ~0.5 us."""
+    """key -> key group with a cache; keys repeat, and crc32 of msgpack costs ~0.5 us.
 
-    __slots__ = ("_cache", "max_parallelism")
+    Use from one thread at a time (its msgpack packer is not thread-safe)."""
+
+    __slots__ = ("_cache", "_pack", "max_parallelism")
 
     def __init__(self, max_parallelism: int) -> None:
         self.max_parallelism = max_parallelism
         self._cache: dict[Any, int] = {}
+        # One reused packer: msgpack.packb builds a new Packer per call, which made a
+        # cache miss cost ~2 us (seconds at the first snapshot of 1 M keys). Same bytes.
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def many(self, keys: list[Any]) -> list[int]:
+        """The key group of each of `keys` (cache hits looked up in C, in one pass)."""
+        kgs: list[Any] = list(map(self._cache.get, keys))
+        if None in kgs:
+            for i, kg in enumerate(kgs):
+                if kg is None:
+                    kgs[i] = self(keys[i])
+        return kgs
 
     def __call__(self, key: Any) -> int:
         kg = self._cache.get(key)
         if kg is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            kg = zlib.crc32(key_bytes(key)) % self.max_parallelism
+            try:
+                kg = zlib.crc32(self._pack(key)) % self.max_parallelism
+            except (TypeError, ValueError):
+                kg = key_group_of(key, self.max_parallelism)  # raises the clear error
             self._cache[key] = kg
         return kg

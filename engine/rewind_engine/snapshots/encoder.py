@@ -36,13 +36,18 @@ class EncodedFile:
 def encode(uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any) -> EncodedFile:
     """Encode one subtask's state (`uid` and `subtask` only name it in errors)."""
     packer = codec.new_packer()
+    key_packer = codec.new_key_packer()
     chunks: list[bytes] = []
     blocks: list[tuple[int, int, int, str]] = []
     whole = hashlib.sha256()
     offset = 0
     for group in sorted(keyed):
+        value = keyed[group]
         try:
-            data = codec.encode(keyed[group], packer)
+            if isinstance(value, codec.Columns):
+                data = codec.encode_columns(value, packer, key_packer)
+            else:
+                data = codec.encode(value, packer)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SnapshotError(
                 f"cannot encode the state of step {uid!r} subtask {subtask} "
