@@ -144,6 +144,7 @@ def build_tasks(
                         batch_size=batch_size,
                         outputs=routers[step.uid][i],
                         snapshots=snapshots,
+                        now_ms=now_ms,
                     )
                 )
             else:

@@ -207,9 +207,11 @@ class SourceTask(TaskBase):
         batch_size: int,
         outputs: dict[str, list[Router]],
         snapshots: SnapshotSink,
+        now_ms: Callable[[], int] = lambda: 0,
     ) -> None:
         super().__init__(uid, index, parallelism, outputs, snapshots)
         self.source = source
+        self.now_ms = now_ms
         self.ctx = ctx
         self.strategy = watermarks
         self.bounded = bounded
@@ -224,8 +226,11 @@ class SourceTask(TaskBase):
         self._idle_sent = False
         self._ts_of: Callable[[Any], int] | None = None
         self._delay = 0
+        self._idle_after: int | None = None
+        self._last_record: dict[str, int] = {}  # split -> clock ms of its last record
         if watermarks is not None:
             self._delay = watermarks.max_out_of_orderness_ms
+            self._idle_after = watermarks.idle_timeout_ms
             ts = watermarks.timestamp
             self._ts_of = itemgetter(ts) if isinstance(ts, str) else ts
 
@@ -239,6 +244,8 @@ class SourceTask(TaskBase):
             return
         self.readers[split] = self.source.open_split(split, position, self.ctx)
         self._order.append(split)
+        # A new (or restored) split gets a full timeout before it may count as idle.
+        self._last_record[split] = self.now_ms()
 
     def splits(self) -> set[str]:
         return set(self.readers) | set(self.finished)
@@ -317,38 +324,53 @@ class SourceTask(TaskBase):
                     top = max(ts)
                     if top > self.max_ts.get(split, MIN_TS):
                         self.max_ts[split] = top
+                if self._idle_after is not None:
+                    self._last_record[split] = self.now_ms()
                 self.emit(Batch(records, ts))
             if got.finished:
                 self.finished[split] = reader.position()
                 reader.close()
                 del self.readers[split]
+                self._last_record.pop(split, None)
                 self._order = [s for s in order if s in self.readers]
                 self._rr = 0
             self._update_watermark()
             return True
-        if not self.readers:
-            self._update_watermark()
+        if not self.readers or self._idle_after is not None:
+            self._update_watermark()  # nothing polled: splits may have become idle
         return False
 
     def _update_watermark(self) -> None:
         if self.strategy is None:
             return
-        if not self.readers:
-            if self.bounded:
-                wm = MAX_TS  # exhausted (or never had a split): nothing more will come
-            else:
-                if not self._idle_sent:
-                    self._idle_sent = True
-                    self.broadcast(Watermark(self.watermark, idle=True))
-                return
+        active = self._active_splits()
+        if not self.readers and self.bounded:
+            wm = MAX_TS  # exhausted (or never had a split): nothing more will come
+        elif not active:
+            # No split (unbounded) or every split idle: hold no consumer back.
+            if not self._idle_sent:
+                self._idle_sent = True
+                self.broadcast(Watermark(self.watermark, idle=True))
+            return
         else:
-            wm = min(self.max_ts.get(s, MIN_TS) for s in self.readers)
+            wm = min(self.max_ts.get(s, MIN_TS) for s in active)
             if wm != MIN_TS:
                 wm = wm - self._delay - 1
-        if wm > self.watermark or (self._idle_sent and wm >= self.watermark):
+        if wm > self.watermark or self._idle_sent:
+            # After idleness, a split producing again makes the subtask active again
+            # downstream even if its watermark is behind (watermarks never go back).
             self._idle_sent = False
             self.watermark = max(wm, self.watermark)
             self.broadcast(Watermark(self.watermark))
+
+    def _active_splits(self) -> list[str]:
+        """Open splits that hold the watermark back: all, or those not idle."""
+        timeout = self._idle_after
+        if timeout is None:
+            return list(self.readers)
+        now = self.now_ms()
+        last = self._last_record
+        return [s for s in self.readers if now - last.get(s, now) < timeout]
 
     def close(self) -> None:
         for reader in self.readers.values():
