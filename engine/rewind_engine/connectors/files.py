@@ -12,7 +12,12 @@ FileSink (two-phase commit): each subtask appends to a staged file in
 (pre-commit) and, once the snapshot's manifest exists, renamed into `FOLDER/` (commit).
 A rename is atomic and idempotent (a missing staged file whose final name exists was
 already committed), so after any crash the committed files hold every record exactly
-once. Staged files of snapshots that never completed stay in `.pending/` (hidden).
+once. Staged files of snapshots that never completed (written after the last completed
+checkpoint of a crashed or cancelled attempt) are deleted when a later attempt opens:
+subtask j of parallelism p removes the staged files of this step written by subtask s of
+another attempt with s % p == j, except those its restored committables name. The
+runtime hands old subtask s's committables to new subtask s % p, so no other subtask
+can still need such a file. An output folder belongs to one job's sink step at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from fnmatch import fnmatch
@@ -168,7 +174,30 @@ class FileSink(Sink):
         writer = FileSinkWriter(self, ctx)
         for committable in restored:
             writer.commit(-1, committable)
+        self._remove_abandoned(ctx, {Path(c["pending"]).name for c in restored})
         return writer
+
+    def _remove_abandoned(self, ctx: SinkContext, referenced: set[str]) -> None:
+        """Delete this subtask's share of staged files no restored committable names."""
+        # Names are part-<uid>-<attempt>-<subtask>-<seq>.jsonl; an attempt has no "-".
+        pattern = re.compile(re.escape(f"part-{ctx.step_uid}-") + r"([0-9a-z]+)-(\d+)-\d+\.jsonl")
+        removed = []
+        for path in (self.folder / ".pending").iterdir():
+            match = pattern.fullmatch(path.name)
+            if match is None or path.name in referenced:
+                continue
+            attempt, subtask = match.group(1), int(match.group(2))
+            if attempt == (ctx.attempt or "x") or subtask % ctx.parallelism != ctx.subtask:
+                continue
+            path.unlink(missing_ok=True)  # another subtask never shares it: idempotent
+            removed.append(path.name)
+        if removed:
+            log.info(
+                "sink_staged_files_removed",
+                folder=str(self.folder),
+                files=sorted(removed),
+                message="staged by an earlier attempt after its last completed snapshot",
+            )
 
 
 class FileSinkWriter(SinkWriter):

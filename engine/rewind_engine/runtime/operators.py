@@ -478,9 +478,15 @@ class SinkOp(Operator):
         self.writer: SinkWriter | None = None
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
-        # Committables of every old subtask; dealt round robin to the new subtasks.
-        everything = [c for s in operator_states for _cid, c in s.get("pending", [])]
-        self.restored = everything[self.ctx.subtask :: self.ctx.parallelism]
+        # Old subtask s's committables go to new subtask s % parallelism: a sink that
+        # cleans up after an earlier attempt (FileSink) then knows that no other subtask
+        # still needs the staged files of the old subtasks it is given.
+        self.restored = [
+            c
+            for i, state in enumerate(operator_states)
+            if state.get("subtask", i) % self.ctx.parallelism == self.ctx.subtask
+            for _cid, c in state.get("pending", [])
+        ]
 
     def open(self) -> None:
         self.writer = self.sink.open(self.ctx, self.restored)
@@ -494,7 +500,8 @@ class SinkOp(Operator):
         committable = self.writer.pre_commit(checkpoint_id)
         if committable is not None:
             self.pending.append((checkpoint_id, committable))
-        return Capture(None, {"kind": self.kind, "pending": [list(p) for p in self.pending]})
+        pending = [list(p) for p in self.pending]
+        return Capture(None, {"kind": self.kind, "subtask": self.ctx.subtask, "pending": pending})
 
     def notify_complete(self, checkpoint_id: int) -> None:
         assert self.writer is not None
