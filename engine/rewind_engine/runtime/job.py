@@ -10,6 +10,8 @@ What must stay true:
 - state advances only by the subtasks' own processing; snapshots never pause it;
 - a failed savepoint leaves the job RUNNING (a stop that failed resumes the sources);
 - a bounded flow ends with a final checkpoint (which commits the sinks) and FINISHED;
+- a restored split position is never dropped: a split its source does not list at start
+  is parked in its subtask (kept in every snapshot) and opened once discovered;
 - user code that raises ends the job FAILED with the error logged; no silent retries
   (restarting is the deployment's job, from the latest checkpoint).
 """
@@ -142,6 +144,16 @@ class Job:
                     bool(state and split in state.finished),
                 )
             self._split_rr[step.uid] = len(known)
+            # A restored position is never dropped: a split its source does not list
+            # right now is parked (kept in every snapshot) and opened once discovered.
+            if state is None:
+                continue
+            for j, split in enumerate(sorted(set(state.positions) - known)):
+                position = state.positions[split]
+                subtasks[j % len(subtasks)].park(split, position, state.max_ts.get(split))
+                log.warning(
+                    "restored_split_not_discovered", uid=step.uid, split=split, position=position
+                )
         for task in self.tasks:
             if isinstance(task, Task):
                 task.op.open()
@@ -154,7 +166,12 @@ class Job:
                 continue
             subtasks = [t for t in self.sources if t.uid == step.uid]
             known: set[str] = set().union(*(t.splits() for t in subtasks))
-            new = sorted(set(step.spec.source.discover_splits()) - known)
+            discovered = set(step.spec.source.discover_splits())
+            for task in subtasks:
+                for split in sorted(discovered & set(task.parked)):
+                    task.unpark(split)
+                    log.info("restored_split_discovered", uid=step.uid, split=split)
+            new = sorted(discovered - known)
             for split in new:
                 n = self._split_rr.get(step.uid, 0)
                 subtasks[n % len(subtasks)].add_split(split, None, None, False)

@@ -218,6 +218,7 @@ class SourceTask(TaskBase):
         self.batch_size = batch_size
         self.readers: dict[str, SplitReader] = {}
         self.finished: dict[str, Any] = {}  # split -> final position
+        self.parked: dict[str, Any] = {}  # restored split not discovered yet -> position
         self.max_ts: dict[str, int] = {}
         self.paused = False
         self._pending: tuple[int, bool, bool] | None = None  # (checkpoint id, drain, stop)
@@ -247,8 +248,20 @@ class SourceTask(TaskBase):
         # A new (or restored) split gets a full timeout before it may count as idle.
         self._last_record[split] = self.now_ms()
 
+    def park(self, split: str, position: Any, max_ts: int | None) -> None:
+        """Keep a restored split's position that its source does not list right now (a
+        Kafka partition missing from metadata for a moment, a file moved away): it stays
+        in every snapshot and is opened from there once discovered (`unpark`)."""
+        if max_ts is not None:
+            self.max_ts[split] = max_ts
+        self.parked[split] = position
+
+    def unpark(self, split: str) -> None:
+        position = self.parked.pop(split)
+        self.add_split(split, position, None, False)
+
     def splits(self) -> set[str]:
-        return set(self.readers) | set(self.finished)
+        return set(self.readers) | set(self.finished) | set(self.parked)
 
     def is_finished(self) -> bool:
         """A bounded source subtask whose splits are all exhausted."""
@@ -262,6 +275,7 @@ class SourceTask(TaskBase):
     def positions(self) -> dict[str, Any]:
         out = {s: r.position() for s, r in self.readers.items()}
         out.update(self.finished)
+        out.update(self.parked)
         return out
 
     # -- barriers -------------------------------------------------------------------
