@@ -56,8 +56,19 @@ def _mount(libc: Any, source: str | None, target: str, flags: int) -> None:
     _check(libc.mount(src, target.encode(), None, flags, None), f"mount {source} -> {target}")
 
 
-def isolate(mounts: list[dict[str, Any]], hostname: str | None) -> None:
-    """Step 1: a private mount namespace with the pod's volumes at their mount paths."""
+def _under(path: str, top: str) -> bool:
+    return path != top and path.startswith(top.rstrip("/") + "/")
+
+
+def isolate(mounts: list[dict[str, Any]], hostname: str | None, keep: list[str]) -> None:
+    """Step 1: a private mount namespace with the pod's volumes at their mount paths.
+
+    A volume mounted over a folder that holds host paths the container still needs (an
+    emptyDir at /tmp while the repository, its .venv or the pod's state live under /tmp)
+    would hide them. So every source and every path in ``keep`` is opened before the first
+    mount, mounts are made from those handles, and each kept path that a mount covered is
+    bound back at its own place inside it.
+    """
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
@@ -65,7 +76,13 @@ def isolate(mounts: list[dict[str, Any]], hostname: str | None) -> None:
         # Only a nicety: the pod's hostname, as in a container. Not fatal when refused.
         with contextlib.suppress(OSError):
             socket.sethostname(hostname)
-    for m in sorted(mounts, key=lambda m: len(m["target"].rstrip("/").split("/"))):
+    kept = sorted({os.path.realpath(k) for k in keep if os.path.isdir(k)})
+    # Outermost kept paths only: binding a folder back brings everything below it.
+    kept = [k for k in kept if not any(_under(k, other) for other in kept)]
+    handles = {k: os.open(k, os.O_PATH) for k in kept}
+    ordered = sorted(mounts, key=lambda m: len(m["target"].rstrip("/").split("/")))
+    sources = {id(m): os.open(m["source"], os.O_PATH) for m in ordered}
+    for m in ordered:
         source, target = m["source"], m["target"]
         if os.path.isdir(source):
             os.makedirs(target, exist_ok=True)
@@ -74,9 +91,15 @@ def isolate(mounts: list[dict[str, Any]], hostname: str | None) -> None:
             if not os.path.exists(target):
                 with open(target, "a"):
                     pass
-        _mount(libc, source, target, MS_BIND | MS_REC)
+        _mount(libc, f"/proc/self/fd/{sources[id(m)]}", target, MS_BIND | MS_REC)
         if m.get("readOnly"):
             _mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        for k, fd in handles.items():
+            if _under(k, os.path.realpath(target)):
+                os.makedirs(k, exist_ok=True)
+                _mount(libc, f"/proc/self/fd/{fd}", k, MS_BIND | MS_REC)
+    for fd in [*handles.values(), *sources.values()]:
+        os.close(fd)
 
 
 def _now() -> str:
@@ -95,7 +118,14 @@ def run(spec: dict[str, Any]) -> int:
     exit_file: str = spec["exitFile"]
     if spec.get("isolate", True):
         try:
-            isolate(spec.get("mounts", []), spec.get("hostname"))
+            keep = [
+                os.path.dirname(os.path.abspath(exit_file)),  # the pod's state folder
+                str(spec.get("cwd") or "/"),
+                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                sys.prefix,
+                *spec.get("keep", []),
+            ]
+            isolate(spec.get("mounts", []), spec.get("hostname"), keep)
         except OSError as exc:
             print(f"rewind-dev shim: cannot set up mounts: {exc}", file=sys.stderr, flush=True)
             _write_exit(

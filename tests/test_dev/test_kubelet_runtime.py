@@ -94,6 +94,24 @@ def test_volumes_are_bound_at_their_mount_paths(tmp_path: Path) -> None:
     os.rmdir(target)
 
 
+def test_a_volume_over_a_parent_folder_keeps_the_containers_own_folders(tmp_path: Path) -> None:
+    """An emptyDir at /tmp must not hide a repository, .venv or pod state that live below it."""
+    if not namespaces_supported():
+        assert not namespaces_supported()
+        return
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "from-volume").write_text("v")
+    (tmp_path / "from-host").write_text("h")
+    target = str(tmp_path.parent)  # covers tmp_path: the cwd and the run dir (exit file)
+    proc = ContainerProcess.spawn(spec(
+        tmp_path, ["sh", "-c", f"cat from-host {target}/from-volume"],
+        mounts=(Mount(str(vol), target, False),),
+    ))  # fmt: skip
+    assert wait_exit(proc) == 0
+    assert (tmp_path / "c.log").read_text() == "hv"
+
+
 def test_atomic_writer_swaps_data_and_removes_stale_keys(tmp_path: Path) -> None:
     target = tmp_path / "cm"
     assert write_atomic(target, {"a": (b"1", 0o644), "dir/b": (b"2", 0o600)})
