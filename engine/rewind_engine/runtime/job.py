@@ -373,6 +373,8 @@ class Job:
             "last_checkpoint": brief(self.last_checkpoint),
             "last_savepoint": brief(self.last_savepoint),
             "sources": sources,
+            # Each record read counts once, however many branches read it; records_out
+            # sums over sinks (a flow with two sinks writes every record twice).
             "records_in": sum(metrics[u][1] for u in source_uids),
             "records_out": sum(metrics[u][0] for u in sink_uids),
             "uptime_s": round(time.monotonic() - self.started, 3),
