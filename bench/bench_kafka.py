@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 from rewind_engine import Dataflow
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
 from rewind_engine.connectors.kafka.config import consumer_config, producer_config
@@ -83,7 +83,8 @@ def fill(servers: str, topic: str, events: int, posts: int) -> None:
 
 
 def end_offsets(admin: AdminClient, topic: str, partitions: int) -> int:
-    tps = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    tps = {TopicPartition(topic, p): latest for p in range(partitions)}
     futures = admin.list_offsets(tps, isolation_level=IsolationLevel.READ_COMMITTED)
     return sum(f.result().offset for f in futures.values())
 

@@ -38,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,9 @@ def bench_backend(
     size = 0
     for attempt in range(args.repeat):
         uri = f"{location.rstrip('/')}/sp-bench-{attempt}-{uuid.uuid4().hex[:6]}"
-        seconds, size = timed(lambda uri=uri: write_savepoint(uri, ops, args.key_groups, grouper))
+        seconds, size = timed(partial(write_savepoint, uri, ops, args.key_groups, grouper))
         write_s.append(seconds)
-        seconds, restored = timed(
-            lambda uri=uri: restore_savepoint(uri, args.subtasks, args.key_groups)
-        )
+        seconds, restored = timed(partial(restore_savepoint, uri, args.subtasks, args.key_groups))
         assert restored == keys, (restored, keys)
         read_s.append(seconds)
         dispose(uri)
@@ -171,7 +170,7 @@ def bench_backend(
         seconds, data = timed(raw_get)
         assert len(data) == size
         down_s.append(seconds)
-    result = {
+    result: dict[str, Any] = {
         "backend": name,
         "keys": keys,
         "bytes": size,
