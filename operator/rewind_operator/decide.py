@@ -1,7 +1,9 @@
-"""The operator's brain: pure functions from (object, observation, now) to a Decision.
+"""The StreamApp state machine: a pure function from (app, observation, now) to a Decision.
 
     decide(app, observed, now)            -> Decision(actions, status, finalize)
-    decide_savepoint(sp, observed, now)   -> SavepointDecision(actions, status, finalize)
+
+The Savepoint state machine is `decide_savepoint`; tunables and savepoint names are in
+`policy`, shared by both.
 
 Nothing here does I/O or reads a clock: `observe` gathers the facts, `act` carries out
 the actions, the handlers write the status. What must stay true:
@@ -22,7 +24,6 @@ the actions, the handlers write the status. What must stay true:
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,9 +33,7 @@ from rewind_operator.actions import (
     ApplyWorkload,
     CreateSavepoint,
     DeleteSavepoint,
-    DisposeData,
     EmitEvent,
-    TriggerSavepoint,
 )
 from rewind_operator.models import (
     AppPhase,
@@ -43,42 +42,16 @@ from rewind_operator.models import (
     JobStatus,
     Operation,
     OperationKind,
-    Savepoint,
     SavepointRef,
-    SavepointStatus,
     StreamApp,
     StreamAppSpec,
     StreamAppStatus,
     UpgradeMode,
     parse_duration,
 )
-from rewind_operator.observed import AppObserved, PodObs, SavepointObs, SavepointObserved
-from rewind_operator.workload import ENGINE_SA, workload_hash
-
-# --------------------------------------------------------------------------- policy
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Tunables of the state machines (from `Settings`; defaults for tests)."""
-
-    upgrade_retry_delay: timedelta = timedelta(seconds=60)
-    """After a gating savepoint failed for good: wait this long, then try a new one."""
-    savepoint_backoff: timedelta = timedelta(seconds=5)
-    """First retry delay of a failed savepoint attempt; doubles per failure."""
-    savepoint_backoff_max: timedelta = timedelta(minutes=5)
-    """Upper bound of the savepoint retry delay."""
-    crash_restarts: int = 3
-    """A new version whose container restarted this often is rolled back at once,
-    without waiting for the readiness timeout."""
-    default_upgrade_mode: UpgradeMode = "savepoint"
-    """The upgrade mode of apps that do not set `spec.upgradeMode`."""
-    engine_service_account: str = ENGINE_SA
-    """ServiceAccount of engine pods (part of the workload hash)."""
-
-
-DEFAULT_POLICY = Policy()
-
+from rewind_operator.observed import AppObserved, PodObs, SavepointObs
+from rewind_operator.policy import DEFAULT_POLICY, Policy, savepoint_name
+from rewind_operator.workload import workload_hash
 
 # --------------------------------------------------------------------------- decisions
 
@@ -91,15 +64,6 @@ class Decision:
     status: StreamAppStatus
     finalize: bool = False
     """Deletion only: the app may go (remove the finalizer) once the actions succeeded."""
-
-
-@dataclass(frozen=True)
-class SavepointDecision:
-    """What to do for a Savepoint, and the status to write afterwards."""
-
-    actions: tuple[Action, ...]
-    status: SavepointStatus
-    finalize: bool = False
 
 
 # --------------------------------------------------------------------------- spec changes
@@ -179,23 +143,6 @@ def classify(old: StreamAppSpec, new: StreamAppSpec) -> Change:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def savepoint_name(app: str, uid: str, reason: str, serial: str, attempt: int = 0) -> str:
-    """Deterministic name of an operator-made Savepoint. The app's uid is part of it, so
-    a recreated app with the same name never mistakes an old savepoint for its own."""
-    suffix = f"-{reason}-{serial}-{uid[:5]}" + (f"-{attempt}" if attempt else "")
-    base = (
-        app
-        if len(app) + len(suffix) <= 253
-        else app[: 253 - len(suffix) - 9] + "-" + (hashlib.sha256(app.encode()).hexdigest()[:8])
-    )
-    return base + suffix
-
-
-def savepoint_target(location: str, namespace: str, name: str) -> str:
-    """Where the operator asks the engine to write a savepoint (docs/CONTRACTS.md)."""
-    return f"{location.rstrip('/')}/savepoints/{namespace}/{name}/"
 
 
 def set_condition(
@@ -1199,183 +1146,3 @@ def _decide_delete(ctx: _Ctx) -> Decision:
             "deleting anyway (earlier savepoints and checkpoints are kept)",
         )
     return Decision(tuple(ctx.actions), st, finalize=True)
-
-
-# --------------------------------------------------------------------------- Savepoint
-
-
-def _iso(when: datetime | None) -> str:
-    return when.isoformat() if when else "?"
-
-
-def _backoff(failures: int, policy: Policy) -> timedelta:
-    delay: timedelta = policy.savepoint_backoff * (2 ** max(failures - 1, 0))
-    return min(delay, policy.savepoint_backoff_max)
-
-
-def _fail(
-    st: SavepointStatus, error: str, now: datetime, limit: int, policy: Policy
-) -> SavepointStatus:
-    failures = st.failures + 1
-    if failures > limit:
-        return st.model_copy(
-            update={
-                "phase": "Failed",
-                "error": error,
-                "failures": failures,
-                "trigger_id": None,
-                "next_attempt_at": None,
-            }
-        )
-    return st.model_copy(
-        update={
-            "phase": "Pending",
-            "error": error,
-            "failures": failures,
-            "trigger_id": None,
-            "next_attempt_at": now + _backoff(failures, policy),
-        }
-    )
-
-
-def _sp_meta(sp: Savepoint) -> tuple[str, str, int]:
-    md = sp.metadata
-    return str(md.get("name", "")), str(md.get("namespace", "")), int(md.get("generation") or 0)
-
-
-def decide_savepoint(
-    sp: Savepoint, observed: SavepointObserved, now: datetime, policy: Policy = DEFAULT_POLICY
-) -> SavepointDecision:
-    """The next step for one Savepoint: trigger, poll, retry, complete, dispose."""
-    name, namespace, generation = _sp_meta(sp)
-    st = sp.status.model_copy(deep=True)
-    st.observed_generation = generation
-    spec = sp.spec
-    events: list[Action] = []
-
-    def event(type_: str, reason: str, message: str) -> None:
-        events.append(EmitEvent(type_, reason, message))  # type: ignore[arg-type]
-
-    if sp.metadata.get("deletionTimestamp"):
-        data = spec.path or st.path
-        if spec.dispose_on_delete and data:
-            secret = observed.app_credentials_secret or st.credentials_secret
-            event("Normal", "Disposing", f"deleting the savepoint data at {data}")
-            return SavepointDecision((*events, DisposeData(data, secret)), st, finalize=True)
-        return SavepointDecision((), st, finalize=True)
-
-    if st.phase in ("Completed", "Failed", "Abandoned"):
-        return SavepointDecision((), st)
-
-    if observed.app_image and st.image is None:
-        st.image = observed.app_image
-    if observed.app_credentials_secret and st.credentials_secret is None:
-        st.credentials_secret = observed.app_credentials_secret
-
-    def completed(path: str, size: int | None, sources: dict[str, Any] | None) -> SavepointDecision:
-        done = st.model_copy(
-            update={
-                "phase": "Completed",
-                "path": path,
-                "completed_at": now,
-                "size_bytes": size,
-                "sources": sources,
-                "error": None,
-                "next_attempt_at": None,
-            }
-        )
-        event("Normal", "SavepointCompleted", f"savepoint of {spec.app} completed at {path}")
-        return SavepointDecision(tuple(events), done)
-
-    def failed(error: str) -> SavepointDecision:
-        new = _fail(st, error, now, spec.backoff_limit, policy)
-        if new.phase == "Failed":
-            event(
-                "Warning", "SavepointFailed", f"{error}; giving up after {new.failures} attempt(s)"
-            )
-        else:
-            event(
-                "Warning",
-                "SavepointAttemptFailed",
-                f"{error}; attempt {new.failures} of "
-                f"{spec.backoff_limit + 1}, next at {_iso(new.next_attempt_at)}",
-            )
-        return SavepointDecision(tuple(events), new)
-
-    if spec.path is not None:  # register an existing savepoint
-        if observed.manifest is not None:
-            m = observed.manifest
-            return completed(spec.path, m.size_bytes, m.sources)
-        if st.next_attempt_at is not None and now < st.next_attempt_at:
-            return SavepointDecision((), st)
-        return failed(
-            f"no readable savepoint at {spec.path}: {observed.storage_error or 'no manifest.json'}"
-        )
-
-    target = (
-        savepoint_target(observed.app_location, namespace, name) if observed.app_location else None
-    )
-
-    if st.phase == "Pending":
-        if observed.manifest is not None and target is not None:
-            # Written by an attempt whose answer we never recorded (operator restart):
-            # it is complete (the manifest is written last), so adopt it, do not retake it.
-            m = observed.manifest
-            return completed(target, m.size_bytes, m.sources)
-        if not observed.app_exists or target is None:
-            st.phase = "Abandoned"
-            st.error = f"StreamApp {spec.app!r} not found in {namespace}"
-            event("Warning", "SavepointAbandoned", st.error)
-            return SavepointDecision(tuple(events), st)
-        if st.next_attempt_at is not None and now < st.next_attempt_at:
-            return SavepointDecision((), st)
-        if spec.stop and observed.engine_state == "STOPPING":
-            return SavepointDecision((), st)  # a stop we triggered before a restart: wait
-        if observed.engine_address is None:
-            return failed(f"StreamApp {spec.app!r} has no ready job to take a savepoint of")
-        st.phase = "InProgress"
-        st.path = target
-        st.triggered_at = now
-        st.trigger_id = None
-        st.next_attempt_at = None
-        event(
-            "Normal",
-            "SavepointTriggered",
-            f"savepoint of {spec.app} triggered, writing to {target}",
-        )
-        trigger = TriggerSavepoint(observed.engine_address, target, spec.stop, spec.drain)
-        return SavepointDecision((*events, trigger), st)
-
-    # InProgress
-    if observed.manifest is not None and st.path:
-        m = observed.manifest
-        return completed(st.path, m.size_bytes, m.sources)
-    trig = observed.trigger
-    if trig is not None and trig.status == "COMPLETED":
-        return completed(trig.location or st.path or "", trig.size_bytes, trig.sources)
-    if trig is not None and trig.status == "FAILED":
-        return failed(f"the engine reported: {trig.error or 'savepoint failed'}")
-    timeout = timedelta(seconds=observed.savepoint_timeout_s)
-    if st.triggered_at is not None and now - st.triggered_at > timeout:
-        return failed(f"timed out after {timeout.total_seconds():g}s")
-    if st.trigger_id is None:
-        return failed("the trigger was not acknowledged by the engine")
-    if trig is None and observed.trigger_error is not None and observed.engine_state is None:
-        # engine gone (restarted or stopped) and no manifest: the attempt is lost
-        return failed(f"lost contact with the engine: {observed.trigger_error}")
-    return SavepointDecision((), st)
-
-
-def fold_trigger(
-    st: SavepointStatus,
-    trigger_id: str | None,
-    error: str | None,
-    *,
-    now: datetime,
-    limit: int,
-    policy: Policy = DEFAULT_POLICY,
-) -> SavepointStatus:
-    """Fold the engine's answer to a trigger into the status `decide_savepoint` wrote."""
-    if trigger_id is not None:
-        return st.model_copy(update={"trigger_id": trigger_id})
-    return _fail(st, f"trigger refused: {error or 'no answer'}", now, limit, policy)

@@ -26,7 +26,8 @@ import structlog
 
 from rewind_operator import act, k8s, logs, metrics, observe
 from rewind_operator.actions import TriggerSavepoint
-from rewind_operator.decide import decide, decide_savepoint, fold_trigger
+from rewind_operator.decide import decide
+from rewind_operator.decide_savepoint import decide_savepoint, fold_trigger
 from rewind_operator.models import GROUP, VERSION, Savepoint, StreamApp
 from rewind_operator.settings import Settings, from_env
 

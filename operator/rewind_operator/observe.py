@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rewind_operator import engine_client, k8s, storage
-from rewind_operator.decide import savepoint_target
 from rewind_operator.models import Savepoint, StreamApp, parse_duration
 from rewind_operator.observed import (
     AppObserved,
@@ -24,6 +23,7 @@ from rewind_operator.observed import (
     SavepointObserved,
     TriggerObs,
 )
+from rewind_operator.policy import savepoint_target
 from rewind_operator.settings import Settings
 from rewind_operator.workload import (
     CONTROL_PORT,

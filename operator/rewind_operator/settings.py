@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import cast
 
-from rewind_operator.decide import Policy
 from rewind_operator.models import UpgradeMode
+from rewind_operator.policy import Policy
 
 
 @dataclass(frozen=True)

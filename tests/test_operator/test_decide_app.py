@@ -23,15 +23,14 @@ from rewind_operator.actions import (
 from rewind_operator.decide import (
     Change,
     Decision,
-    Policy,
     classify,
     condition,
     decide,
     retention_victims,
-    savepoint_name,
 )
 from rewind_operator.models import StreamApp, StreamAppSpec, StreamAppStatus
 from rewind_operator.observed import AppObserved, DeploymentObs, PodObs, SavepointObs
+from rewind_operator.policy import Policy, savepoint_name
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0123456789abcdef"

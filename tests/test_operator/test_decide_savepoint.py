@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from rewind_operator.actions import DisposeData, EmitEvent, TriggerSavepoint
-from rewind_operator.decide import Policy, decide_savepoint, fold_trigger, savepoint_target
+from rewind_operator.decide_savepoint import decide_savepoint, fold_trigger
 from rewind_operator.models import Savepoint, SavepointStatus
 from rewind_operator.observed import ManifestObs, SavepointObserved, TriggerObs
+from rewind_operator.policy import Policy, savepoint_target
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = Policy(savepoint_backoff=timedelta(seconds=2), savepoint_backoff_max=timedelta(seconds=10))
