@@ -12,13 +12,17 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+import yaml
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
+
+REPO = Path(__file__).resolve().parents[2]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
@@ -81,3 +85,36 @@ def s3_bucket(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[s
 def kafka_bootstrap(cluster: ClusterEnv) -> str:
     """`host:port` of the single Kafka broker (KRaft, transactions enabled)."""
     return cluster.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterEnv) -> None:
+    """Rewind's generated CRDs installed (idempotent) and Established."""
+    result = devcluster.kubectl("apply", "-f", str(REPO / "crds"), env=cluster)
+    assert result.returncode == 0, result.stderr
+    for name in ("streamapps.rewind.dev", "savepoints.rewind.dev"):
+        devcluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s",
+            env=cluster, check=True,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
+    """A Secret `s3-creds` in the test's namespace with MinIO's settings as AWS_* keys."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-creds"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": cluster.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": cluster.aws_secret_access_key,
+            "AWS_ENDPOINT_URL": cluster.s3_endpoint,
+            "AWS_REGION": cluster.aws_region,
+        },
+    }
+    result = devcluster.kubectl(
+        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
+    )
+    assert result.returncode == 0, result.stderr
+    return "s3-creds"

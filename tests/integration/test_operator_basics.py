@@ -29,38 +29,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def crds(cluster: ClusterEnv) -> None:
-    result = devcluster.kubectl("apply", "-f", str(ROOT / "crds"), env=cluster)
-    assert result.returncode == 0, result.stderr
-    for name in ("streamapps.rewind.dev", "savepoints.rewind.dev"):
-        devcluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"crd/{name}",
-            "--timeout=60s",
-            env=cluster,
-            check=True,
-        )
-
-
-@pytest.fixture
-def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": cluster.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": cluster.aws_secret_access_key,
-            "AWS_ENDPOINT_URL": cluster.s3_endpoint,
-            "AWS_REGION": cluster.aws_region,
-        },
-    }
-    apply(namespace, body, cluster)
-    return "s3-creds"
-
-
 @pytest.fixture
 def operator(
     cluster: ClusterEnv, crds: None, namespace: str, tmp_path: Path

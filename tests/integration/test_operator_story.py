@@ -40,29 +40,6 @@ V3_CRASH = "rewind-examples/post-analytics:v3-crash"
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def crds(cluster: ClusterEnv) -> None:
-    result = devcluster.kubectl("apply", "-f", str(ROOT / "crds"), env=cluster)
-    assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture
-def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": cluster.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": cluster.aws_secret_access_key,
-            "AWS_ENDPOINT_URL": cluster.s3_endpoint,
-            "AWS_REGION": cluster.aws_region,
-        },
-    }
-    assert apply(namespace, body, cluster).returncode == 0
-    return "s3-creds"
-
-
 @pytest.fixture
 def operator(
     cluster: ClusterEnv,
