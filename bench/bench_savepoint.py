@@ -1,8 +1,9 @@
 """Savepoint write and restore throughput, next to the physical limits, in one run.
 
 State: N keys (default 1 M) of {post_id: count} over 128 key groups and 4 subtasks,
-held by the engine's count operator (AggregateOp), as in examples/post_analytics. For
-each storage it measures, on the same bytes:
+held by the engine's count operator (AggregateOp with its CountState), as in
+examples/post_analytics; int post ids, so the keys and counts are written as int64
+columns (snapshot format 3). For each storage it measures, on the same bytes:
 
   savepoint write   the engine's own path for each of the 4 subtasks: capture (the copy
                     taken at the barrier), group into key groups (after a warm-up
@@ -101,8 +102,9 @@ def count_operators(state: dict[int, dict[int, int]], subtasks: int) -> list[Agg
     ops = []
     for groups in ranges(subtasks, len(state)):
         op = AggregateOp(AggregateSpec(Count(), None, "batch"))
+        assert op.counts is not None
         for kg in groups:
-            op.state.update(state[kg])
+            op.counts.load(list(state[kg]), list(state[kg].values()))
         ops.append(op)
     return ops
 

@@ -26,10 +26,10 @@ def key_bytes(key: Any) -> bytes:
     """The canonical bytes of a key (msgpack; tuples and lists encode alike)."""
     try:
         return msgpack.packb(key, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(
             f"key {key!r} of type {type(key).__name__} cannot be hashed stably: keys must be"
-            " str, int, float, bytes, bool, None or tuples of those"
+            " str, int (from -2**63 to 2**64 - 1), float, bytes, bool, None or tuples of those"
         ) from exc
 
 
@@ -104,7 +104,7 @@ class KeyGrouper:
                 self._cache.clear()
             try:
                 kg = zlib.crc32(self._pack(key)) % self.max_parallelism
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 kg = key_group_of(key, self.max_parallelism)  # raises the clear error
             self._cache[key] = kg
         return kg

@@ -18,7 +18,8 @@ class Acks:
         self.acks: list[tuple[int, Any]] = []
 
     def ack(self, task: TaskBase, checkpoint_id: int, capture: Capture) -> None:
-        self.acks.append((checkpoint_id, capture.keyed))
+        keyed = capture.keyed
+        self.acks.append((checkpoint_id, dict(zip(keyed.keys, keyed.values, strict=True))))
 
 
 def keyed(*keys: str) -> Batch:

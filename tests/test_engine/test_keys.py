@@ -1,12 +1,15 @@
-"""Key groups: stable hashing, contiguous ranges, owners."""
+"""Key groups: stable hashing, contiguous ranges, owners; the bulk path for int keys."""
 
 from __future__ import annotations
 
 import itertools
+import random
 import zlib
 
 import msgpack
+import numpy as np
 import pytest
+from rewind_engine.key_columns import int64_column, key_groups_of_ints, value_column
 from rewind_engine.keys import (
     KeyGrouper,
     decode_key,
@@ -55,6 +58,40 @@ def test_grouper_caches_and_agrees_with_the_function() -> None:
 def test_unhashable_key_gives_a_clear_error() -> None:
     with pytest.raises(TypeError, match="cannot be hashed stably"):
         key_group_of(object(), 128)
+    with pytest.raises(TypeError, match=r"int \(from -2\*\*63 to 2\*\*64 - 1\)"):
+        KeyGrouper(128)(2**64)
+
+
+def every_int_width() -> list[int]:
+    """Both ends of each msgpack int form, and random ints of every bit length."""
+    ints = [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1]
+    ints += [-1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    rng = random.Random(3)
+    for bits in range(1, 64):
+        for _ in range(30):
+            value = rng.randrange(2 ** (bits - 1), 2**bits)
+            ints += [value, -value]
+    return ints
+
+
+@pytest.mark.parametrize("max_parallelism", [1, 7, 128, 32768, 100_000])
+def test_bulk_key_groups_of_ints_equal_the_key_by_key_function(max_parallelism: int) -> None:
+    ints = every_int_width()
+    bulk = key_groups_of_ints(np.array(ints, np.int64), max_parallelism)
+    assert bulk.tolist() == [key_group_of(k, max_parallelism) for k in ints]
+
+
+def test_columns_are_built_only_when_exact() -> None:
+    assert int64_column([1, 2, -3]) is not None
+    assert int64_column([1, True]) is None  # a bool would come back as 1
+    assert int64_column([1, 2.0]) is None
+    assert int64_column([1, 2**63]) is None  # outside int64
+    assert int64_column([1, 2**63], trusted=True) is None
+    assert int64_column([]) is not None
+    column = value_column([1.5, 2.0])
+    assert column is not None and column.dtype == np.float64
+    assert value_column([1, 2.0]) is None
+    assert value_column(["1"]) is None
 
 
 def test_decode_key_turns_arrays_back_into_tuples() -> None:

@@ -154,6 +154,27 @@ def test_a_uid_that_changed_kind_is_an_error(tmp_path: Path) -> None:
     )
 
 
+def test_a_count_refuses_state_that_is_not_counts_naming_the_uid(tmp_path: Path) -> None:
+    gate = Gate()
+    f = Dataflow("sums")
+    gen = GeneratorSource(event, total=TOTAL, splits=2, rate=2.0, monotonic=gate)
+    src = f.source("src", gen)
+    src.key_by("by-key", "k").sum("count", lambda e: 0.5).sink("counts-out", CollectSink())
+    job, req = run_and_savepoint(
+        f,
+        make_settings(tmp_path / "a", parallelism=1),
+        start=lambda: gate.open(500),
+        when=lambda j: source_position(j, "src") >= 1000,
+    )
+    assert req.status == "COMPLETED", req.error
+    flow, _ = build(None)
+    job = run_job(flow, make_settings(tmp_path / "b", restore=req.target))
+    assert job.state == "FAILED"
+    error = job.error or ""
+    assert f"cannot restore step 'count' from {req.target}" in error, error
+    assert "a count must be an integer, got float" in error, error
+
+
 def test_changed_max_parallelism_is_a_clear_error(tmp_path: Path) -> None:
     uri, _ = savepoint_at(tmp_path / "a", 1000, parallelism=1)
     flow, _ = build(None)

@@ -10,25 +10,28 @@ What must stay true:
 - stateless operators (map/filter/flat_map/key_by/union) have no snapshot entry; every
   stateful operator returns its `kind` in its operator state, so a restore can tell a
   uid that changed kind.
-- keyed state is a plain dict (key -> value), hashed into key groups only at snapshot
+- keyed state is a plain dict (key -> value), or for a count a `CountState` (a slot per
+  key and an int64 array, count_state.py), hashed into key groups only at snapshot
   time: the hot path never pays for key groups.
 - built-in aggregations work on the whole batch (`Counter` for count with emit="batch").
+- an aggregation's keys are never removed: its snapshots learn each key once
+  (aggregate_state.py).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..connectors.base import Sink, SinkContext, SinkWriter
 from ..dataflow import AggregateSpec, ProcessSpec, WindowSpec
 from ..eventtime import MIN_TS
 from ..keys import KeyGrouper, decode_key
-from ..snapshots.codec import Columns
 from ..state import (
     KeyedContext,
     KeyedProcess,
@@ -39,6 +42,8 @@ from ..state import (
     iter_outputs,
 )
 from ..windows import Count, SessionWindows
+from .aggregate_state import AggregateCapture, KeyIndex, columns_by_key_group
+from .count_state import CountState, check_counts
 from .elements import Batch
 
 _MISSING = object()
@@ -159,35 +164,25 @@ class AggregateOp(Operator):
         self.agg = spec.agg
         self.value = spec.value
         self.emit_each = spec.emit == "each"
-        self.state: dict[Any, Any] = {}
-        self.is_count = isinstance(spec.agg, Count)
-        self._kgs: list[int] = []
-        """Key group of the i-th key of `state` in insertion order (keys are never
-        removed, so a later capture's keys extend an earlier one's). Filled and read only
-        by the snapshot thread (`group`) and by `restore`, so a snapshot looks up only
-        the keys that are new since the last one."""
+        self.counts = CountState() if isinstance(spec.agg, Count) else None
+        """A count's state, as slots and an int64 array (count_state.py)."""
+        self.state: MutableMapping[Any, Any] = {} if self.counts is None else self.counts
+        """{key: accumulator}, insert-only (a count's is `counts`)."""
+        self._index = KeyIndex()
+        """What snapshots learned about the keys; used only by the snapshot thread
+        (`group`) and by `restore`, before the job runs."""
 
     def process(self, batch: Batch) -> None:
         keys = batch.keys
         assert keys is not None
+        if self.counts is not None:
+            if self.emit_each:
+                self.emit(Batch(self.counts.add_each(keys), batch.timestamps))
+            else:
+                self.emit(Batch(self.counts.add_batch(keys)))
+            return
         st = self.state
         out: list[Any] = []
-        if self.is_count:
-            if self.emit_each:
-                get = st.get
-                append = out.append
-                for k in keys:
-                    c = get(k, 0) + 1
-                    st[k] = c
-                    append((k, c))
-                self.emit(Batch(out, batch.timestamps))
-            else:
-                for k, n in Counter(keys).items():
-                    c = st.get(k, 0) + n
-                    st[k] = c
-                    out.append((k, c))
-                self.emit(Batch(out))
-            return
         values = batch.records if self.value is None else list(map(self.value, batch.records))
         create, add = self.agg.create, self.agg.add
         if self.emit_each:
@@ -206,40 +201,53 @@ class AggregateOp(Operator):
             self.emit(Batch([(k, st[k]) for k in touched]))
 
     def capture(self, checkpoint_id: int) -> Capture:
-        return Capture(dict(self.state), {"kind": self.kind})
+        # Quick copies (the task's thread waits for them): one int64 array for a count,
+        # two lists of pointers otherwise. The snapshot thread builds the columns while
+        # processing goes on (aggregate_state.py).
+        if self.counts is not None:
+            keyed = AggregateCapture(*self.counts.capture())
+        else:
+            keyed = AggregateCapture(list(self.state), len(self.state), list(self.state.values()))
+        return Capture(keyed, {"kind": self.kind})
 
     def group(self, keyed: Any, grouper: KeyGrouper) -> dict[int, Any]:
-        # Two parallel lists per key group (format 2): appending existing objects
-        # allocates nothing the garbage collector tracks, where a [key, value] pair per
-        # key made 1 M new lists and GC passes over them (seconds for 1 M keys). Key
-        # groups of known keys come from `_kgs`: a lookup per key costs as much as all
-        # the rest (a random access into a large table).
-        keys = list(keyed)
-        kgs = self._kgs
-        if len(kgs) < len(keys):
-            kgs.extend(grouper.many(keys[len(kgs) :]))
-        n = grouper.max_parallelism
-        ks: list[list[Any]] = [[] for _ in range(n)]
-        vs: list[list[Any]] = [[] for _ in range(n)]
-        for kg, k, v in zip(kgs, keys, keyed.values(), strict=False):  # kgs may be longer
-            ks[kg].append(k)
-            vs[kg].append(v)
-        return {kg: Columns(ks[kg], vs[kg]) for kg in range(n) if ks[kg]}
+        return columns_by_key_group(keyed, self._index, grouper)
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
         state = self.state
         fresh = not state
-        kgs = self._kgs
+        groups: list[int] = []
+        sizes: list[int] = []
+        all_keys: list[Any] = []
+        all_values: list[Any] = []
         for kg, data in keyed:
-            if isinstance(data, dict):  # format 2: {"keys": [...], "values": [...]}
-                pairs: Iterable[Any] = zip(data["keys"], data["values"], strict=True)
+            if isinstance(data, dict):  # formats 2 and 3: {"keys": [...], "values": [...]}
+                keys, values = data["keys"], data["values"]
+                if len(keys) != len(values):
+                    raise ValueError(f"key group {kg}: {len(keys)} keys but {len(values)} values")
+                if list in set(map(type, keys)):
+                    keys = list(map(decode_key, keys))  # tuple keys were written as arrays
             else:  # format 1: [[key, value], ...]
-                pairs = data
-            for k, v in pairs:
-                state[decode_key(k)] = v
-                kgs.append(kg)
-        if not fresh or len(kgs) != len(state):
-            kgs.clear()  # not one entry per key in order: the next snapshot looks them up
+                keys = [decode_key(k) for k, _ in data]
+                values = [v for _, v in data]
+            if self.counts is not None:
+                try:
+                    check_counts(values)
+                except ValueError as exc:
+                    raise ValueError(f"key group {kg} of a count: {exc}") from exc
+            all_keys += keys
+            all_values += values
+            groups.append(kg)
+            sizes.append(len(keys))
+        if self.counts is not None:
+            self.counts.load(all_keys, all_values, checked=True)  # one bulk load
+        else:
+            state.update(zip(all_keys, all_values, strict=True))
+        self._index.reset()
+        if fresh and len(state) == len(all_keys):
+            # The state's keys are the restored ones, in key-group order: the next
+            # snapshot needs to hash none of them.
+            self._index.extend(all_keys, groups=np.repeat(np.array(groups, np.int32), sizes))
 
 
 class ProcessOp(Operator):

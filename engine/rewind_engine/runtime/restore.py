@@ -138,7 +138,13 @@ def restore_tasks(
                 if op.keyed:
                     kgs = key_group_range(task.index, task.parallelism, max_parallelism)
                     keyed = reader.keyed_state(task.uid, kgs)
-                op.restore(keyed, op_states[task.uid])
+                try:
+                    op.restore(keyed, op_states[task.uid])
+                except (ValueError, TypeError) as exc:  # data that this step can't hold
+                    raise RestoreError(
+                        f"cannot restore step {task.uid!r} from {uri}: {exc} (did this uid "
+                        "belong to another kind of step? give the new step a new uid)"
+                    ) from exc
         except snapshots.SnapshotError as exc:
             raise RestoreError(f"cannot restore from {uri}: {exc}") from exc
         checkpoint_id = int(reader.manifest.meta.get("checkpoint_id", 0))

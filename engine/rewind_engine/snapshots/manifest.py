@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from .errors import CorruptSnapshotError, IncompatibleSnapshotError, StorageError
 from .storage import check_key
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The snapshot format this engine writes, and the newest it reads."""
 MANIFEST_NAME = "manifest.json"
 

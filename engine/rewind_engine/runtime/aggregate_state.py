@@ -1,0 +1,141 @@
+"""A keyed aggregation's state at a snapshot: a capture -> one `Columns` per key group.
+
+`AggregateOp` keeps its state insert-only: keys are added, never removed, so the first n
+keys of a capture are the n keys of the previous capture, in the same order. At a
+barrier the task's thread hands over an `AggregateCapture`: the keys in insertion order
+and the values, a copy (a count: one int64 array copy, see count_state.py; any other
+aggregation: two lists, two pointer copies). The snapshot thread then builds the key
+groups' columns, and keeps what it learned about the keys in a `KeyIndex` for the next
+snapshot:
+
+- the key group of every known key, so that a snapshot hashes only the keys that are new
+  since the last one, and the stable order of the keys by key group;
+- when every key is a plain int (post ids, user ids): the keys as one int64 array, whose
+  key groups are computed in bulk (`key_columns.key_groups_of_ints`).
+
+Per snapshot, the values are an int64 array (a count), or become an int64 or float64
+array when every value is an int or a float; keys and values are put into key-group
+order by one gather (numpy indexing for arrays, a C-level map for lists) and cut into
+one `Columns` per key group. Arrays are written as typed columns (format 3 in
+docs/snapshot-format.md): 1 M int keys with their counts cost a few array operations
+instead of 2 M objects visited one by one, which is what brings a savepoint near the
+speed of the upload itself (bench/bench_savepoint.py).
+
+What must stay true: `Columns` of key group kg holds exactly the captured keys of key
+group kg and their captured values, in the same positions. An index that does not match
+a capture (the state was replaced) is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..key_columns import Int64s, int64_column, key_groups_of_ints, value_column
+from ..keys import KeyGrouper
+from ..snapshots.codec import Column, Columns
+
+_RADIX_SORTABLE = 1 << 16
+"""Key groups below this fit uint16, which numpy sorts stably by radix (7x faster than int32)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateCapture:
+    """An aggregation's state at a barrier: `values[i]` belongs to `keys[i]`, in the
+    state's insertion order, for i < `size`. `keys` may be the state's own append-only
+    list, which grows after the capture: only its first `size` entries are read."""
+
+    keys: list[Any]
+    size: int
+    values: list[Any] | Int64s
+
+
+class KeyIndex:
+    """What the snapshot thread knows about the first `size` keys of an insert-only dict.
+
+    Use from one thread at a time (the snapshot thread; `restore` before the job runs)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every key."""
+        self.size = 0
+        self.groups: npt.NDArray[np.integer[Any]] = np.empty(0, np.uint16)
+        """Key group of the i-th key."""
+        self.ints: Int64s | None = np.empty(0, np.int64)
+        """The keys as int64 while every key is a plain int, else None."""
+        self._last: Any = None
+        self._order: npt.NDArray[np.intp] | None = None
+        self._counts: npt.NDArray[np.intp] | None = None
+
+    def matches(self, keys: list[Any]) -> bool:
+        """Whether `keys` begins with the known keys (checked cheaply: the count and the
+        last known key; the state only ever appends)."""
+        return len(keys) >= self.size and (self.size == 0 or keys[self.size - 1] == self._last)
+
+    def extend(
+        self,
+        new_keys: list[Any],
+        grouper: KeyGrouper | None = None,
+        groups: npt.NDArray[np.integer[Any]] | None = None,
+    ) -> None:
+        """Learn `new_keys`, appended to the state after the known ones. Their key groups
+        are `groups` if known (a restore), else computed (`grouper` is then required)."""
+        if not new_keys:
+            return
+        ints = int64_column(new_keys) if self.ints is not None else None
+        if groups is None:
+            if grouper is None:
+                raise ValueError("the key groups of new keys need a grouper")
+            if ints is not None:
+                groups = key_groups_of_ints(ints, grouper.max_parallelism)
+            else:
+                groups = np.array(grouper.many(new_keys), np.int32)
+        self.ints = None if ints is None or self.ints is None else np.concatenate((self.ints, ints))
+        if int(groups.max(initial=0)) < _RADIX_SORTABLE:
+            groups = groups.astype(np.uint16, copy=False)
+        self.groups = np.concatenate((self.groups, groups))  # int32 if either is
+        self.size += len(new_keys)
+        self._last = new_keys[-1]
+        self._order = self._counts = None
+
+    def order(self, max_parallelism: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """(positions of the keys sorted by key group, stable; keys per key group)."""
+        if self._order is None or self._counts is None:
+            self._order = np.argsort(self.groups, kind="stable")
+            self._counts = np.bincount(self.groups, minlength=max_parallelism)
+        return self._order, self._counts
+
+
+def columns_by_key_group(
+    capture: AggregateCapture, index: KeyIndex, grouper: KeyGrouper
+) -> dict[int, Columns]:
+    """{key group: Columns} of a capture; `index` learns the capture's new keys."""
+    keys, size, values = capture.keys, capture.size, capture.values
+    if len(values) != size:
+        raise ValueError(f"a capture of {size} keys holds {len(values)} values")
+    n = grouper.max_parallelism
+    if index.size > size or not index.matches(keys):
+        index.reset()  # the state was replaced: start afresh
+    index.extend(keys[index.size : size], grouper)
+    order, counts = index.order(n)
+    key_column = _gather(keys, index.ints, order)
+    array = values if isinstance(values, np.ndarray) else value_column(values)
+    value_column_ = _gather(values, array, order)
+    starts: list[int] = np.concatenate(([0], np.cumsum(counts))).tolist()
+    return {
+        kg: Columns(
+            key_column[starts[kg] : starts[kg + 1]], value_column_[starts[kg] : starts[kg + 1]]
+        )
+        for kg in np.flatnonzero(counts).tolist()
+    }
+
+
+def _gather(items: Any, array: npt.NDArray[Any] | None, order: npt.NDArray[np.intp]) -> Column:
+    if array is not None:
+        return array[order]
+    return list(map(items.__getitem__, order.tolist()))
