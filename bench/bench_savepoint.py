@@ -13,6 +13,8 @@ columns (snapshot format 3). For each storage it measures, on the same bytes:
                     manifest), from the first capture to finish() returning
   raw upload        S3: boto3 `upload_fileobj` of one object of the same size (boto3's
                     own high-level transfer, default settings); file: one write + fsync
+                    (the 50% target is set against the S3 upload; the file:// figures
+                    are for information)
   restore           SnapshotReader: all key groups of all subtasks, decoded into dicts
   raw download      S3: boto3 `download_fileobj`; file: one read
 
@@ -58,27 +60,31 @@ UID = "count-per-post"
 
 
 def build_state(
-    keys: int, key_groups: int, layout: str = "scattered", seed: int = 7
-) -> dict[int, dict[int, int]]:
-    """{key group: {post_id: count}}. "scattered": keys arrive in random order, as in a
+    keys: int, key_groups: int, layout: str = "scattered", seed: int = 7, shape: str = "int"
+) -> dict[int, dict[Any, int]]:
+    """{key group: {key: count}}. "scattered": keys arrive in random order, as in a
     running job, so a key group's objects lie all over the heap; "compact": each key
-    group's objects were allocated together, as right after a restore."""
+    group's objects were allocated together, as right after a restore. Keys are post
+    ids (shape "int"), or (post id, "view" | "click") as in examples/post_analytics
+    (shape "tuple": no int64 column for the keys; the counts still are one)."""
     rng = random.Random(seed)
-    state: dict[int, dict[int, int]] = {kg: {} for kg in range(key_groups)}
+    state: dict[int, dict[Any, int]] = {kg: {} for kg in range(key_groups)}
     post_ids = rng.sample(range(10**12), keys)
     for post_id in post_ids:
-        state[key_group_of(post_id, key_groups)][post_id] = rng.randrange(1, 100_000)
+        key: Any = post_id if shape == "int" else (post_id, "click" if post_id % 5 else "view")
+        state[key_group_of(key, key_groups)][key] = rng.randrange(1, 100_000)
     if layout == "compact":
         state = {kg: {k + 0: v + 0 for k, v in d.items()} for kg, d in state.items()}
     return state
 
 
-def floor_figures(state: dict[int, dict[int, int]], repeat: int) -> dict[str, float]:
+def floor_figures(state: dict[int, dict[Any, int]], repeat: int) -> dict[str, float]:
     """What encoding can at best cost: touching every key and value once, and msgpack
     alone (no checksums, no I/O)."""
     packer = msgpack.Packer(use_bin_type=True)
     touch = [
-        timed(lambda: [(sum(d), sum(d.values())) for d in state.values()])[0] for _ in range(repeat)
+        timed(lambda: [(set(map(type, d)), sum(d.values())) for d in state.values()])[0]
+        for _ in range(repeat)
     ]
     pack = [timed(lambda: [packer.pack(d) for d in state.values()])[0] for _ in range(repeat)]
     return {"touch_every_object_s": median(touch), "msgpack_only_s": median(pack)}
@@ -96,7 +102,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def count_operators(state: dict[int, dict[int, int]], subtasks: int) -> list[AggregateOp]:
+def count_operators(state: dict[int, dict[Any, int]], subtasks: int) -> list[AggregateOp]:
     """One engine count operator per subtask holding its key groups' keys (inserted in
     the state's order: scattered, as a running job's)."""
     ops = []
@@ -140,7 +146,7 @@ def median(values: list[float]) -> float:
 def bench_backend(
     name: str,
     location: str,
-    state: dict[int, dict[int, int]],
+    state: dict[int, dict[Any, int]],
     args: argparse.Namespace,
     raw_put: Callable[[bytes], None],
     raw_get: Callable[[], bytes],
@@ -186,7 +192,7 @@ def bench_backend(
     return result
 
 
-def bench_file(state: dict[int, dict[int, int]], args: argparse.Namespace) -> dict[str, Any]:
+def bench_file(state: dict[int, dict[Any, int]], args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="rewind-bench-", dir=args.tmp))
     raw = folder / "raw.bin"
 
@@ -227,7 +233,7 @@ def cluster_env() -> dict[str, str] | None:
     return env if env.get("AWS_ENDPOINT_URL") else None
 
 
-def bench_s3(state: dict[int, dict[int, int]], args: argparse.Namespace) -> dict[str, Any]:
+def bench_s3(state: dict[int, dict[Any, int]], args: argparse.Namespace) -> dict[str, Any]:
     client = boto3.client(
         "s3",
         endpoint_url=os.environ["AWS_ENDPOINT_URL"],
@@ -269,10 +275,14 @@ def report(results: list[dict[str, Any]], target: float) -> str:
         for label, seconds, has_keys in rows:
             keys = f"{r['keys'] / seconds / 1e6:7.2f} M keys/s" if has_keys else ""
             lines.append(f"  {label:<16} {seconds * 1000:8.1f} ms {mb / seconds:8.1f} MB/s  {keys}")
-        verdict = "OK" if r["write_vs_raw"] >= target else "BELOW TARGET"
+        if r["backend"].startswith("s3"):
+            verdict = "OK" if r["write_vs_raw"] >= target else "BELOW TARGET"
+            goal = f"target >= {target:.0%}: {verdict}"
+        else:  # the target is set against an upload; a local fsync'd write is no peer
+            goal = "no target on a local disk"
         lines.append(
-            f"  write = {r['write_vs_raw']:.0%} of raw upload (target >= {target:.0%}: "
-            f"{verdict}); restore = {r['restore_vs_raw']:.0%} of raw download"
+            f"  write = {r['write_vs_raw']:.0%} of raw upload ({goal}); "
+            f"restore = {r['restore_vs_raw']:.0%} of raw download"
         )
     return "\n".join(lines)
 
@@ -284,12 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subtasks", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--layout", choices=["scattered", "compact"], default="scattered")
+    parser.add_argument(
+        "--key-shape",
+        choices=["int", "tuple"],
+        default="int",
+        help="post ids, or (post id, kind) pairs as in examples/post_analytics",
+    )
     parser.add_argument("--tmp", default=None, help="folder for the file:// half")
     parser.add_argument("--no-s3", action="store_true", help="file:// only")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    state = build_state(args.keys, args.key_groups, args.layout)
+    state = build_state(args.keys, args.key_groups, args.layout, shape=args.key_shape)
     floor = floor_figures(state, args.repeat)
     results = [bench_file(state, args)]
     notes = []
@@ -303,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"floor": floor, "results": results, "notes": notes}, indent=2))
     else:
         print(
-            f"state: {args.keys:,} keys ({args.layout} in memory), {args.key_groups} key "
+            f"state: {args.keys:,} {args.key_shape} keys ({args.layout} in memory), "
+            f"{args.key_groups} key "
             f"groups, {args.subtasks} subtasks; touching every key and value once takes "
             f"{floor['touch_every_object_s'] * 1000:.0f} ms, msgpack alone "
             f"{floor['msgpack_only_s'] * 1000:.0f} ms"

@@ -1,4 +1,5 @@
-"""Columns of keys and values as numpy arrays: exact conversion and key groups in bulk.
+"""Columns of keys and values as numpy arrays: exact conversion, key groups in bulk, and
+key columns that learn the keys of a state snapshot after snapshot.
 
 A snapshot of a large keyed state is bound by touching Python objects one by one. When
 every key is a plain `int` (post ids, user ids) and every value an `int` or a `float`,
@@ -18,10 +19,13 @@ What must stay true:
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .snapshots.columns import Column, TupleColumn
 
 Int64s = npt.NDArray[np.int64]
 Float64s = npt.NDArray[np.float64]
@@ -112,3 +116,89 @@ def key_groups_of_ints(keys: Int64s, max_parallelism: int) -> KeyGroups:
             low = bits[mask] & np.uint64((1 << (8 * width)) - 1)
             crc[mask] = _crc32(first, low, width)
     return (crc % np.uint32(max_parallelism)).astype(np.int32)
+
+
+# -- key columns learned key by key, across snapshots ----------------------------------
+
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+"""What a tuple column may hold as a msgpack array: values that come back as they went."""
+
+
+class KeyColumn:
+    """The keys seen so far, in order, in a shape that is quick to reorder and write.
+
+    `extend` learns keys appended after the known ones and returns False if one does
+    not fit this kind of column (the column is then unusable); `gather(order)` returns
+    the keys in that order as a snapshot column (snapshots/columns.py)."""
+
+    def extend(self, keys: list[Any]) -> bool:
+        raise NotImplementedError
+
+    def gather(self, order: npt.NDArray[np.intp]) -> Column:
+        raise NotImplementedError
+
+
+class IntKeys(KeyColumn):
+    """Plain ints in int64 range: an int64 array, written as an int64 column."""
+
+    def __init__(self) -> None:
+        self.values: Int64s = np.empty(0, np.int64)
+
+    def extend(self, keys: list[Any]) -> bool:
+        column = int64_column(keys)
+        if column is None:
+            return False
+        self.values = np.concatenate((self.values, column))
+        return True
+
+    def gather(self, order: npt.NDArray[np.intp]) -> Column:
+        return self.values[order]
+
+
+class ObjectKeys(KeyColumn):
+    """Any keys (`scalars_only`: only str, bytes, int, float, bool, None): references in
+    an object array, reordered in C and written as a msgpack array."""
+
+    def __init__(self, *, scalars_only: bool = False) -> None:
+        self.refs: npt.NDArray[np.object_] = np.empty(0, object)
+        self.scalars_only = scalars_only
+
+    def extend(self, keys: list[Any]) -> bool:
+        if self.scalars_only and set(map(type, keys)) - _SCALARS:
+            return False
+        self.refs = np.concatenate((self.refs, np.fromiter(keys, object, len(keys))))
+        return True
+
+    def gather(self, order: npt.NDArray[np.intp]) -> Column:
+        return self.refs[order].tolist()  # type: ignore[no-any-return]
+
+
+class TupleKeys(KeyColumn):
+    """Tuples of one length: a column per position (ints as IntKeys, other scalars as
+    ObjectKeys), written as a tuple column."""
+
+    def __init__(self, first: tuple[Any, ...]) -> None:
+        self.fields: list[KeyColumn] = [
+            IntKeys() if type(item) is int else ObjectKeys(scalars_only=True) for item in first
+        ]
+
+    def extend(self, keys: list[Any]) -> bool:
+        if set(map(type, keys)) != {tuple} or set(map(len, keys)) != {len(self.fields)}:
+            return False
+        # One position at a time (itemgetter in C); zip(*keys) would take every key as
+        # an argument.
+        return all(
+            field.extend(list(map(itemgetter(i), keys))) for i, field in enumerate(self.fields)
+        )
+
+    def gather(self, order: npt.NDArray[np.intp]) -> Column:
+        return TupleColumn(tuple(field.gather(order) for field in self.fields))
+
+
+def key_column_for(first: Any) -> KeyColumn:
+    """The most compact kind of column that a key like `first` may fit."""
+    if type(first) is int:
+        return IntKeys()
+    if type(first) is tuple and first:
+        return TupleKeys(first)
+    return ObjectKeys()

@@ -145,6 +145,50 @@ def test_int_keys_and_counts_are_int64_columns_in_the_right_key_groups(tmp_path:
     assert all(type(k) is int and type(v) is int for t in thirds for k, v in t.items())
 
 
+def test_tuple_keys_are_tuple_columns_and_extend_after_the_first_snapshot(
+    tmp_path: Path,
+) -> None:
+    keys = [
+        (post, kind, 0.5 * post, None if post % 3 else b"x")
+        for post in INT_KEYS[:1500]
+        for kind in ("view", "click")
+    ]
+    state: dict[Any, Any] = {key: i + 1 for i, key in enumerate(keys)}
+    grouper = KeyGrouper(MAXP)
+    op = count_op(state)
+    write((tmp_path / "a").as_uri(), [op], grouper)
+    for block in raw_blocks((tmp_path / "a").as_uri()).values():
+        assert isinstance(block["keys"], msgpack.ExtType) and block["keys"].code == 6
+    assert restore((tmp_path / "a").as_uri(), 0, 1).state == state
+    op.state.update({(-7, "share", 1.0, None): 4, (2**40, "view", 2.0, b"y"): 5})
+    write((tmp_path / "b").as_uri(), [op], grouper)
+    thirds = [restore((tmp_path / "b").as_uri(), i, 3).state for i in range(3)]
+    assert thirds == split_by_owner(op.state, 3)
+    assert all(type(k) is tuple and type(k[0]) is int for t in thirds for k in t)
+
+
+def test_keys_of_another_shape_fall_back_to_the_general_column(tmp_path: Path) -> None:
+    cases: list[list[Any]] = [
+        [(1, "a"), (True, "b")],  # a bool where ints were
+        [(1, "a"), (2, "b", 3)],  # another length
+        [(1, ("nested", 2)), (2, ("x", 3))],  # a tuple inside a tuple
+        [(1, "a"), "plain"],  # not a tuple
+        [5, (1, "a"), 2**63],  # ints, then others
+    ]
+    for n, keys in enumerate(cases):
+        op = count_op()
+        grouper = KeyGrouper(MAXP)
+        for i, key in enumerate(keys):  # one new key per snapshot: the column extends
+            op.state[key] = i + 1
+            write((tmp_path / f"case{n}-{i}").as_uri(), [op], grouper)
+        last = (tmp_path / f"case{n}-{len(keys) - 1}").as_uri()
+        assert all(isinstance(b["keys"], list) for b in raw_blocks(last).values()), keys
+        restored = restore(last, 0, 1).state
+        expected = {key: i + 1 for i, key in enumerate(keys)}
+        assert restored == expected
+        assert sorted(map(repr, restored)) == sorted(map(repr, expected))  # bool stays bool
+
+
 def test_types_survive_when_not_every_key_or_value_fits_a_column(tmp_path: Path) -> None:
     cases: list[dict[Any, Any]] = [
         {True: 1, False: 2, 5: 3},  # bool keys are not ints

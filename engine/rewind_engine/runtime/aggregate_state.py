@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..key_columns import Int64s, int64_column, key_groups_of_ints, value_column
+from ..key_columns import (
+    Int64s,
+    IntKeys,
+    KeyColumn,
+    ObjectKeys,
+    key_column_for,
+    key_groups_of_ints,
+    value_column,
+)
 from ..keys import KeyGrouper
 from ..snapshots.codec import Column, Columns
 
@@ -66,8 +74,8 @@ class KeyIndex:
         self.size = 0
         self.groups: npt.NDArray[np.integer[Any]] = np.empty(0, np.uint16)
         """Key group of the i-th key."""
-        self.ints: Int64s | None = np.empty(0, np.int64)
-        """The keys as int64 while every key is a plain int, else None."""
+        self.column: KeyColumn | None = None
+        """The keys, as the most compact kind of column that all of them fit."""
         self._last: Any = None
         self._order: npt.NDArray[np.intp] | None = None
         self._counts: npt.NDArray[np.intp] | None = None
@@ -77,30 +85,36 @@ class KeyIndex:
         last known key; the state only ever appends)."""
         return len(keys) >= self.size and (self.size == 0 or keys[self.size - 1] == self._last)
 
-    def extend(
+    def learn(
         self,
-        new_keys: list[Any],
+        keys: list[Any],
+        size: int,
         grouper: KeyGrouper | None = None,
         groups: npt.NDArray[np.integer[Any]] | None = None,
     ) -> None:
-        """Learn `new_keys`, appended to the state after the known ones. Their key groups
-        are `groups` if known (a restore), else computed (`grouper` is then required)."""
-        if not new_keys:
+        """Learn `keys[self.size:size]`, the keys appended since the known ones. Their key
+        groups are `groups` if known (a restore), else computed (`grouper` required)."""
+        new = keys[self.size : size]
+        if not new:
             return
-        ints = int64_column(new_keys) if self.ints is not None else None
+        if self.column is None:
+            self.column = key_column_for(new[0])
+        if not self.column.extend(new):  # a key of another shape: the general column
+            self.column = ObjectKeys()
+            self.column.extend(keys[:size])
         if groups is None:
             if grouper is None:
                 raise ValueError("the key groups of new keys need a grouper")
-            if ints is not None:
+            if isinstance(self.column, IntKeys):
+                ints = self.column.values[self.size : size]
                 groups = key_groups_of_ints(ints, grouper.max_parallelism)
             else:
-                groups = np.array(grouper.many(new_keys), np.int32)
-        self.ints = None if ints is None or self.ints is None else np.concatenate((self.ints, ints))
+                groups = np.array(grouper.many(new), np.int32)
         if int(groups.max(initial=0)) < _RADIX_SORTABLE:
             groups = groups.astype(np.uint16, copy=False)
         self.groups = np.concatenate((self.groups, groups))  # int32 if either is
-        self.size += len(new_keys)
-        self._last = new_keys[-1]
+        self.size = size
+        self._last = new[-1]
         self._order = self._counts = None
 
     def order(self, max_parallelism: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -121,9 +135,9 @@ def columns_by_key_group(
     n = grouper.max_parallelism
     if index.size > size or not index.matches(keys):
         index.reset()  # the state was replaced: start afresh
-    index.extend(keys[index.size : size], grouper)
+    index.learn(keys, size, grouper)
     order, counts = index.order(n)
-    key_column = _gather(keys, index.ints, order)
+    key_column: Column = [] if index.column is None else index.column.gather(order)
     array = values if isinstance(values, np.ndarray) else value_column(values)
     value_column_ = _gather(values, array, order)
     starts: list[int] = np.concatenate(([0], np.cumsum(counts))).tolist()

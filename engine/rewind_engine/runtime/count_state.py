@@ -122,8 +122,11 @@ class CountState(MutableMapping[Any, int]):
     def __setitem__(self, key: Any, count: int) -> None:
         slot = self.slots.get(key)
         if slot is None:
-            slot = self._new_slot(key)
-        self.counts[slot] = count
+            self.counts.append(count)  # raises (OverflowError, TypeError) before the key is added
+            self.slots[key] = len(self.keys_by_slot)
+            self.keys_by_slot.append(key)
+        else:
+            self.counts[slot] = count
 
     def __delitem__(self, key: Any) -> None:
         raise TypeError("the keys of a count are never removed (its snapshots rely on it)")

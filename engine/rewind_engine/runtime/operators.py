@@ -247,7 +247,8 @@ class AggregateOp(Operator):
         if fresh and len(state) == len(all_keys):
             # The state's keys are the restored ones, in key-group order: the next
             # snapshot needs to hash none of them.
-            self._index.extend(all_keys, groups=np.repeat(np.array(groups, np.int32), sizes))
+            kgs = np.repeat(np.array(groups, np.int32), sizes)
+            self._index.learn(all_keys, len(all_keys), groups=kgs)
 
 
 class ProcessOp(Operator):

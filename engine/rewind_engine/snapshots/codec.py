@@ -11,36 +11,36 @@ Subclasses of the plain types (Counter, defaultdict, IntEnum, numpy scalars) are
 written as their plain base type. Anything else is a `TypeError` naming the type.
 
 `Columns` is the fast shape of a key group's keyed state (format 2): two parallel
-columns packed as the map {"keys": ..., "values": ...}. A column is either a list, packed
-as a msgpack array (keys natively by msgpack's C code, tuples as arrays: one extension
-object per tuple key cost ~3 us, more than all else together for 1 M composite keys; a
-key can never be a list, so a reader turns arrays in key position back into tuples,
-`keys.decode_key`), or, since format 3, an int64 or float64 numpy array, packed as one
-extension object holding the array's little-endian bytes:
-
-  ext 4 = int64 column, ext 5 = float64 column   (decoded into a list of int / float)
-
-so that 1 M int keys and counts cost two memory copies instead of 2 M objects visited.
+columns packed as the map {"keys": ..., "values": ...}. A column is a list, packed as a
+msgpack array (keys natively by msgpack's C code, tuples as arrays: one extension object
+per tuple key cost ~3 us, more than all else together for 1 M composite keys; a key can
+never be a list, so a reader turns arrays in key position back into tuples,
+`keys.decode_key`), or, since format 3, a typed column (columns.py: ext types 4-7,
+int64, float64, tuple and dictionary columns), decoded back into a list.
 """
 
 from __future__ import annotations
 
 import numbers
-import sys
-from array import array
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import numpy as np
+
+from .columns import COLUMN_CODES, Column, Columns, decode_column, pack_column
+
+__all__ = [
+    "Column",
+    "Columns",
+    "decode",
+    "encode",
+    "encode_columns",
+    "new_key_packer",
+    "new_packer",
+]
 
 EXT_TUPLE = 1
 EXT_SET = 2
 EXT_FROZENSET = 3
-EXT_INT64_COLUMN = 4
-EXT_FLOAT64_COLUMN = 5
-_COLUMN_DTYPES = {np.dtype(np.int64): EXT_INT64_COLUMN, np.dtype(np.float64): EXT_FLOAT64_COLUMN}
-_COLUMN_TYPECODES = {EXT_INT64_COLUMN: "q", EXT_FLOAT64_COLUMN: "d"}
 
 
 def _default(obj: Any) -> Any:
@@ -85,18 +85,6 @@ def new_packer() -> msgpack.Packer:
     return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
 
 
-Column = list[Any] | np.ndarray[Any, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Columns:
-    """One key group's keyed state as parallel columns: `keys[i]` maps to `values[i]`.
-    A column is a list, or a 1-D int64 / float64 numpy array (written as ext 4 / 5)."""
-
-    keys: Column
-    values: Column
-
-
 def new_key_packer() -> msgpack.Packer:
     """A packer for the keys of `Columns` (tuples as arrays, natively); one per thread."""
     return msgpack.Packer(default=_default, use_bin_type=True)
@@ -113,45 +101,9 @@ def encode_columns(
     """msgpack bytes of the map {"keys": ..., "values": ...} of `columns`."""
     if len(columns.keys) != len(columns.values):
         raise ValueError(f"{len(columns.keys)} keys but {len(columns.values)} values")
-    keys = _pack_column(columns.keys, key_packer or new_key_packer())
-    values = _pack_column(columns.values, packer or new_packer())
+    keys = pack_column(columns.keys, key_packer or new_key_packer())
+    values = pack_column(columns.values, packer or new_packer())
     return b"".join((_MAP2, _KEYS, *keys, _VALUES, *values))
-
-
-def _pack_column(column: Column, packer: msgpack.Packer) -> tuple[bytes | memoryview, ...]:
-    if isinstance(column, list):
-        return (packer.pack(column),)
-    native = column.dtype.newbyteorder("=")
-    code = _COLUMN_DTYPES.get(native) if column.ndim == 1 else None
-    if code is None:
-        raise TypeError(
-            f"a column must be a list or a 1-D int64/float64 array, not {column.ndim}-D "
-            f"{column.dtype}"
-        )
-    little = np.ascontiguousarray(column, native.newbyteorder("<"))
-    # The ext header by hand (ext 8/16/32 by size) so that the array's bytes are copied
-    # once, into the block, instead of first into a bytes object for msgpack.ExtType.
-    size = little.nbytes
-    if size < 1 << 8:
-        header = bytes((0xC7, size, code))
-    elif size < 1 << 16:
-        header = b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
-    else:
-        header = b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
-    return header, memoryview(little.data).cast("B")
-
-
-def _decode_column(code: int, payload: bytes) -> list[Any]:
-    items = array(_COLUMN_TYPECODES[code])
-    if len(payload) % items.itemsize:
-        raise ValueError(
-            f"a column of ext type {code} has {len(payload)} bytes, "
-            f"not a multiple of {items.itemsize}"
-        )
-    items.frombytes(payload)
-    if sys.byteorder == "big":
-        items.byteswap()  # columns are little-endian
-    return items.tolist()
 
 
 def encode(value: Any, packer: msgpack.Packer | None = None) -> bytes:
@@ -166,8 +118,8 @@ def _ext_hook(code: int, payload: bytes) -> Any:
         return set(decode(payload))
     if code == EXT_FROZENSET:
         return frozenset(decode(payload))
-    if code in _COLUMN_TYPECODES:
-        return _decode_column(code, payload)
+    if code in COLUMN_CODES:
+        return decode_column(code, payload, decode)
     return msgpack.ExtType(code, payload)  # unknown: keep it, do not guess
 
 
