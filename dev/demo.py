@@ -423,8 +423,9 @@ def _read_counts(uri: str, uid: str) -> tuple[dict[tuple[Any, ...], int], int]:
     """(count per key of the step `uid`, events read) in the snapshot at `uri`.
 
     A keyed count's state is, per key group, {"keys": [...], "values": [...]} (formats 2
-    and 3; the reader turns format 3's typed columns into lists) or a list of [key, count] pairs (format 1; docs/snapshot-format.md); the events read
-    are the sum of the source positions the snapshot recorded."""
+    and 3; the reader turns format 3's typed columns into lists) or a list of
+    [key, count] pairs (format 1; docs/snapshot-format.md); the events read are the sum
+    of the source positions the snapshot recorded."""
     with SnapshotReader(uri) as reader:
         groups = range(reader.manifest.max_parallelism)
         counts = {

@@ -1,21 +1,19 @@
 """Object-storage calls on behalf of one app, with that app's credentials.
 
-The engine's snapshot helpers (`rewind_engine.snapshots`) take S3 settings only from
-the process environment, as the engine pod does. The operator serves many apps with
-different credentials, so each call here runs with the app's Secret values laid over
-the environment, under one lock, and the environment is put back afterwards.
+The engine's snapshot helpers (`rewind_engine.snapshots`) take S3 settings from the
+process environment, as the engine pod does. The operator serves many apps with
+different credentials, so each call here runs inside `snapshots.s3_settings(...)`,
+which lays the app's Secret values over the environment for that call's context only
+(a context variable: concurrent calls for other apps see their own).
 
-What must stay true: the credentials are in `os.environ` only for the duration of one
-call and never logged; every failure becomes a `StorageProblem` with a message that
-names the URI but no secret.
+What must stay true: the credentials never reach `os.environ` and are never logged;
+every failure becomes a `StorageProblem` with a message that names the URI but no
+secret.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from rewind_engine import snapshots
@@ -24,33 +22,13 @@ from rewind_operator.observed import ManifestObs
 
 T = TypeVar("T")
 
-_env_lock = threading.Lock()
-_AWS_PREFIX = "AWS_"
-
 
 class StorageProblem(Exception):
     """Object storage could not be read or written."""
 
 
-@contextmanager
-def _credentials(env: Mapping[str, str] | None) -> Iterator[None]:
-    with _env_lock:
-        saved = {k: v for k, v in os.environ.items() if k.startswith(_AWS_PREFIX)}
-        try:
-            if env:
-                for key, value in env.items():
-                    if key.startswith(_AWS_PREFIX):
-                        os.environ[key] = value
-            yield
-        finally:
-            for key in [k for k in os.environ if k.startswith(_AWS_PREFIX)]:
-                if key not in saved:
-                    del os.environ[key]
-            os.environ.update(saved)
-
-
 def _run(env: Mapping[str, str] | None, what: str, fn: Callable[[], T]) -> T:
-    with _credentials(env):
+    with snapshots.s3_settings(env):
         try:
             return fn()
         except snapshots.SnapshotError as exc:

@@ -5,7 +5,9 @@ another bucket that still restores."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from rewind_engine.snapshots import (
     list_snapshots,
     open_storage,
     prune,
+    s3_settings,
     verify,
 )
 
@@ -68,6 +71,44 @@ def test_rejected_credentials(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong")
     with pytest.raises(StorageError, match="rejected the credentials"):
         open_storage(f"s3://{s3_bucket}/x").put("k", b"v")
+
+
+def test_s3_settings_apply_to_their_own_context_only(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's way to use one app's credentials: `s3_settings` over a wrong
+    environment works, leaves os.environ alone, and a thread running at the same time
+    without the block still sees the (wrong) environment."""
+    right = os.environ["AWS_SECRET_ACCESS_KEY"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong")
+    errors: list[str] = []
+    inside = threading.Event()
+    outside_done = threading.Event()
+
+    def outside() -> None:
+        inside.wait(timeout=30)
+        try:
+            open_storage(f"s3://{s3_bucket}/outside").put("k", b"v")
+        except StorageError as exc:
+            errors.append(str(exc))
+        finally:
+            outside_done.set()
+
+    thread = threading.Thread(target=outside)
+    thread.start()
+    with s3_settings({"AWS_SECRET_ACCESS_KEY": right, "PATH": "ignored"}):
+        storage = open_storage(f"s3://{s3_bucket}/inside")
+        inside.set()
+        outside_done.wait(timeout=30)
+        storage.put("k", b"v")
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] == "definitely-wrong"
+    thread.join(timeout=30)
+    assert len(errors) == 1 and "rejected the credentials" in errors[0]
+    assert right not in errors[0]
+    # A storage object keeps the settings it was made with, in any thread.
+    assert storage.get("k") == b"v"
+    with pytest.raises(StorageError, match="rejected the credentials"):
+        open_storage(f"s3://{s3_bucket}/inside").get("k")
 
 
 def test_savepoint_copied_to_another_bucket_restores(

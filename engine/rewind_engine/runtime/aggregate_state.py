@@ -10,8 +10,10 @@ snapshot:
 
 - the key group of every known key, so that a snapshot hashes only the keys that are new
   since the last one, and the stable order of the keys by key group;
-- when every key is a plain int (post ids, user ids): the keys as one int64 array, whose
-  key groups are computed in bulk (`key_columns.key_groups_of_ints`).
+- the keys as a `KeyColumn` (key_columns.py), the most compact kind that all of them
+  fit: an int64 array for plain ints (post ids, user ids; their key groups are computed
+  in bulk), a column per position for tuples of scalars (`(post_id, kind)`), else an
+  array of references.
 
 Per snapshot, the values are an int64 array (a count), or become an int64 or float64
 array when every value is an int or a float; keys and values are put into key-group
@@ -82,8 +84,8 @@ class KeyIndex:
 
     def matches(self, keys: list[Any]) -> bool:
         """Whether `keys` begins with the known keys (checked cheaply: the count and the
-        last known key; the state only ever appends)."""
-        return len(keys) >= self.size and (self.size == 0 or keys[self.size - 1] == self._last)
+        last known key, the very same object; the state only ever appends)."""
+        return len(keys) >= self.size and (self.size == 0 or keys[self.size - 1] is self._last)
 
     def learn(
         self,
@@ -139,12 +141,10 @@ def columns_by_key_group(
     order, counts = index.order(n)
     key_column: Column = [] if index.column is None else index.column.gather(order)
     array = values if isinstance(values, np.ndarray) else value_column(values)
-    value_column_ = _gather(values, array, order)
+    value_col = _gather(values, array, order)
     starts: list[int] = np.concatenate(([0], np.cumsum(counts))).tolist()
     return {
-        kg: Columns(
-            key_column[starts[kg] : starts[kg + 1]], value_column_[starts[kg] : starts[kg + 1]]
-        )
+        kg: Columns(key_column[starts[kg] : starts[kg + 1]], value_col[starts[kg] : starts[kg + 1]])
         for kg in np.flatnonzero(counts).tolist()
     }
 

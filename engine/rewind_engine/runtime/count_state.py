@@ -111,7 +111,10 @@ class CountState(MutableMapping[Any, int]):
         except OverflowError as exc:
             del self.counts[start:]
             raise ValueError(f"a count does not fit 64 bits: {exc}") from exc
-        self.slots.update(new)
+        if self.slots:
+            self.slots.update(new)
+        else:
+            self.slots = new  # a restore into an empty state: no second dict to build
         self.keys_by_slot.extend(keys)
 
     # -- the mapping protocol (slow path: one key at a time) ------------------------------

@@ -18,7 +18,7 @@ from .layout import checkpoint_uri, default_savepoint_uri, new_savepoint_id
 from .manage import SnapshotInfo, dispose, latest, list_snapshots, prune, read_manifest, verify
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, Kind, Manifest, StepState, SubtaskFile
 from .reader import SnapshotReader
-from .storage import Storage, join_uri, open_storage
+from .storage import Storage, join_uri, open_storage, s3_settings
 from .writer import SnapshotMeta, SnapshotWriter
 
 __all__ = [
@@ -50,5 +50,6 @@ __all__ = [
     "prune",
     "read_manifest",
     "render",
+    "s3_settings",
     "verify",
 ]

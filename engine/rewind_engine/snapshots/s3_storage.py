@@ -1,9 +1,14 @@
-"""`s3://bucket/prefix` storage through boto3, configured only by the environment.
+"""`s3://bucket/prefix` storage through boto3, configured by the environment.
 
 Settings come from the standard AWS variables and files (`AWS_ENDPOINT_URL` or
 `AWS_ENDPOINT_URL_S3` for MinIO, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
 `AWS_REGION`, `~/.aws/...`), so MinIO and AWS work unchanged. The region defaults to
 us-east-1; a custom endpoint gets path-style addressing (MinIO has no virtual hosts).
+
+A process that serves several owners of storage (the operator: one Secret per app)
+lays an owner's variables over the environment for a block of code with
+`storage.s3_settings(...)`: a context variable, seen by the storage objects made in
+that context (in this thread or task only), never written to `os.environ`.
 
 What must stay true:
 - an unreachable endpoint fails in seconds (short connect timeout, bounded retries),
@@ -18,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -34,7 +39,14 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import NotFoundError, StorageError
-from .storage import S3_SCHEME, check_key, folder_prefix, split_scheme
+from .storage import (
+    S3_SCHEME,
+    S3_SETTING_NAMES,
+    check_key,
+    current_settings,
+    folder_prefix,
+    split_scheme,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,38 +68,40 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 TRANSFER_THREADS = 8
 """Parallel part uploads/downloads per process: S3 gives 85-90 MB/s per connection."""
 
-_ENV_KEYS = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-)
 _clients: dict[tuple[str | None, ...], S3Client] = {}
 _clients_lock = threading.Lock()
 _transfer_pool: ThreadPoolExecutor | None = None
 
 
-def s3_client() -> S3Client:
-    """A client for the current environment (cached: clients are thread-safe and slow
-    to build; a changed environment, as in tests, gets a new one)."""
-    cache_key = tuple(os.environ.get(name) for name in _ENV_KEYS)
+def s3_client(settings: Mapping[str, str] | None = None) -> S3Client:
+    """A client for `settings` (default: `current_settings()`); cached: clients are
+    thread-safe and slow to build, and other settings get another one."""
+    settings = current_settings() if settings is None else settings
+    files = (os.environ.get("AWS_CONFIG_FILE"), os.environ.get("AWS_SHARED_CREDENTIALS_FILE"))
+    cache_key = (*(settings.get(name) for name in S3_SETTING_NAMES), *files)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
-            client = _build_client()
+            client = _build_client(settings)
             _clients[cache_key] = client
         return client
 
 
-def _build_client() -> S3Client:
-    session = boto3.session.Session()  # a fresh session: the default one is not thread-safe
+def _build_client(settings: Mapping[str, str]) -> S3Client:
+    # A fresh session (the default one is not thread-safe), given the settings that
+    # `s3_settings` may have changed. A key without its secret is left to boto3's own
+    # lookup (environment, files), which reports it as partial credentials.
+    key_id, secret = settings.get("AWS_ACCESS_KEY_ID"), settings.get("AWS_SECRET_ACCESS_KEY")
+    explicit = bool(key_id and secret)
+    session = boto3.session.Session(
+        aws_access_key_id=key_id if explicit else None,
+        aws_secret_access_key=secret if explicit else None,
+        aws_session_token=settings.get("AWS_SESSION_TOKEN") if explicit else None,
+        region_name=settings.get("AWS_REGION") or settings.get("AWS_DEFAULT_REGION"),
+        profile_name=settings.get("AWS_PROFILE"),
+    )
     region = session.region_name or "us-east-1"
+    endpoint = settings.get("AWS_ENDPOINT_URL_S3") or settings.get("AWS_ENDPOINT_URL")
 
     def make(addressing: Literal["auto", "path"]) -> S3Client:
         config = Config(
@@ -101,7 +115,7 @@ def _build_client() -> S3Client:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        return session.client("s3", config=config)
+        return session.client("s3", config=config, endpoint_url=endpoint)
 
     client = make("auto")
     if "amazonaws.com" not in (client.meta.endpoint_url or ""):
@@ -124,6 +138,9 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = folder_prefix(prefix)
         self._client = client
+        # Taken now, in the caller's context: the client may first be needed in a
+        # worker thread, where an `s3_settings` block of the caller is not in effect.
+        self._settings = current_settings()
         self._bucket_checked = False
 
     @classmethod
@@ -139,7 +156,7 @@ class S3Storage:
     @property
     def client(self) -> S3Client:
         if self._client is None:
-            self._client = s3_client()
+            self._client = s3_client(self._settings)
         return self._client
 
     @property

@@ -13,13 +13,51 @@ under that root. What must stay true:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Protocol
 
 from .errors import StorageError
 
 FILE_SCHEME = "file"
 S3_SCHEME = "s3"
+
+S3_SETTING_NAMES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+"""The variables that configure S3 storage (boto3 also reads its files, ~/.aws/...)."""
+
+_s3_overlay: ContextVar[Mapping[str, str] | None] = ContextVar("rewind_s3", default=None)
+
+
+@contextlib.contextmanager
+def s3_settings(variables: Mapping[str, str] | None) -> Iterator[None]:
+    """Within the block, S3 storage opened in this context (this thread or asyncio task)
+    uses `variables` (names of `S3_SETTING_NAMES`, as in the environment) laid over the
+    environment; `os.environ` is never changed. Other names are ignored."""
+    wanted = {k: v for k, v in (variables or {}).items() if k in S3_SETTING_NAMES}
+    token = _s3_overlay.set(wanted)
+    try:
+        yield
+    finally:
+        _s3_overlay.reset(token)
+
+
+def current_settings() -> dict[str, str]:
+    """The S3 settings in effect here: the environment with any `s3_settings` over it."""
+    settings = {name: os.environ[name] for name in S3_SETTING_NAMES if name in os.environ}
+    settings.update(_s3_overlay.get() or {})
+    return settings
 
 
 class Storage(Protocol):
