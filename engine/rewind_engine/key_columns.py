@@ -5,14 +5,16 @@ A snapshot of a large keyed state is bound by touching Python objects one by one
 every key is a plain `int` (post ids, user ids) and every value an `int` or a `float`,
 the state fits in int64/float64 arrays, and the expensive steps become array operations:
 the key group of each key, the sort into key groups and the encoding (the bytes of the
-array are the column; see docs/snapshot-format.md, ext types 4 and 5).
+array are the column; docs/snapshot-format.md, ext types 4 to 6). A `KeyColumn` keeps
+the keys seen so far in such a form (IntKeys, TupleKeys with a column per position,
+ObjectKeys for anything else), extended with the new keys at each snapshot.
 
 What must stay true:
 
 - `key_groups_of_ints(a, p)[i] == keys.key_group_of(int(a[i]), p)` for every int64: the
   key group of a key never depends on how it was computed (a mismatch would silently
-  mis-route restored state). tests/test_engine/test_key_columns.py checks every
-  encoding width and its boundaries.
+  mis-route restored state). tests/test_engine/test_keys.py checks every encoding
+  width and its boundaries.
 - A column is built only when the conversion is exact: `bool` is not an `int` here (a
   bool key or count would come back as 0/1), and an int outside int64 is no int64.
 """
@@ -32,12 +34,9 @@ Float64s = npt.NDArray[np.float64]
 KeyGroups = npt.NDArray[np.int32]
 
 
-def int64_column(items: list[Any], *, trusted: bool = False) -> Int64s | None:
-    """`items` as an int64 array, or None unless every item is a plain int in range.
-
-    `trusted`: the caller knows every item is a plain int (a count), so the type check
-    (one pass over the objects, ~20 ns each) is skipped; the range is still checked."""
-    if not trusted and set(map(type, items)) - {int}:
+def int64_column(items: list[Any]) -> Int64s | None:
+    """`items` as an int64 array, or None unless every item is a plain int in range."""
+    if set(map(type, items)) - {int}:  # numpy would take bools, floats and "5" as ints
         return None
     try:
         return np.fromiter(items, np.int64, len(items))
@@ -52,11 +51,9 @@ def float64_column(items: list[Any]) -> Float64s | None:
     return np.fromiter(items, np.float64, len(items))
 
 
-def value_column(items: list[Any], *, ints: bool = False) -> Int64s | Float64s | None:
-    """int64 if every item is an int (`ints`: known to be), float64 if every item is a
-    float, else None (the values stay Python objects)."""
-    if ints:
-        return int64_column(items, trusted=True)
+def value_column(items: list[Any]) -> Int64s | Float64s | None:
+    """int64 if every item is an int, float64 if every item is a float, else None (the
+    values stay Python objects)."""
     column = int64_column(items)
     return column if column is not None else float64_column(items)
 

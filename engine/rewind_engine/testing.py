@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,51 @@ from .dataflow import Dataflow
 from .runtime.coordinator import SnapshotRequest
 from .runtime.job import Job
 from .settings import Settings
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address (for a control API or a private broker)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_committed_topic(
+    servers: str, topic: str, want: int, *, timeout: float = 120.0
+) -> list[Any]:
+    """The JSON values of every committed record of `topic` (isolation read_committed),
+    read to the end of every partition once at least `want` have been read. Raises
+    AssertionError naming how many were read if that takes longer than `timeout`."""
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415 - Kafka tests only
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"rewind-check-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        values: list[Any] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(values) < want or len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {len(values)} of {want} records from {topic}")
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == err._PARTITION_EOF:
+                        at_end.add(msg.partition() or 0)
+                    continue
+                at_end.discard(msg.partition() or 0)
+                values.append(json.loads(msg.value() or b"null"))
+        return values
+    finally:
+        consumer.close()
 
 
 class Gate:

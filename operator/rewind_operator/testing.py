@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from rewind_engine.testing import free_port
+
+__all__ = ["OperatorProcess", "free_port", "wait_until"]
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback address."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

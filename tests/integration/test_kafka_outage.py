@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,23 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from rewind_engine import Dataflow
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
 from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
+from rewind_engine.testing import free_port, read_committed_topic
 
 from dev.plane import pins
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Broker:
@@ -153,33 +146,6 @@ def produce_events(servers: str, topic: str, n: int, posts: int) -> Counter[str]
     return expected
 
 
-def committed_outputs(servers: str, topic: str, partitions: int, want: int) -> list[dict]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: list[dict] = []
-    eof: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len(out) < want or len(eof) < partitions:
-        assert time.monotonic() < deadline, f"{len(out)} of {want} outputs"
-        for msg in consumer.consume(1000, 0.2):
-            err = msg.error()
-            if err is not None:
-                if err.code() == err._PARTITION_EOF:
-                    eof.add(msg.partition() or 0)
-                continue
-            eof.discard(msg.partition() or 0)
-            out.append(json.loads(msg.value() or b"null"))
-    consumer.close()
-    return out
-
-
 def count_flow(servers: str, events: str, counts: str) -> Dataflow:
     flow = Dataflow("outage")
     (
@@ -250,7 +216,7 @@ def test_broker_unreachable_at_start_and_mid_run(broker: Broker, tmp_path: Path)
 
     expected = asyncio.run(scenario())
     assert phases == ["first batch", "thawed"]
-    outputs = committed_outputs(broker.bootstrap, counts, 2, sum(expected.values()))
+    outputs = read_committed_topic(broker.bootstrap, counts, sum(expected.values()))
     assert_exactly_once(outputs, expected)
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from rewind_engine.testing import free_port, read_committed_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -41,13 +41,6 @@ from post_events import post_event  # noqa: E402
 
 POSTS = 30
 Key = tuple[int, str]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Topics:
@@ -209,35 +202,6 @@ def positions_total(status: dict[str, Any]) -> int:
     return sum(sum(splits.values()) for splits in status.get("sources", {}).values())
 
 
-def read_outputs(servers: str, topic: str, want: int) -> list[dict[str, Any]]:
-    """Everything a read_committed consumer reads from `topic`, to its end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    rows: list[dict[str, Any]] = []
-    eof: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len(rows) < want or len(eof) < len(partitions):
-        assert time.monotonic() < deadline, f"read {len(rows)} of {want} rows from {topic}"
-        for msg in consumer.consume(1000, 0.2):
-            err = msg.error()
-            if err is not None:
-                if err.code() == err._PARTITION_EOF:
-                    eof.add(msg.partition() or 0)
-                continue
-            eof.discard(msg.partition() or 0)
-            rows.append(json.loads(msg.value() or b"null"))
-    consumer.close()
-    return rows
-
-
 def count_rows(rows: list[dict[str, Any]]) -> Counter[tuple[int, str, int]]:
     return Counter((r["post_id"], r["kind"], r["count"]) for r in rows)
 
@@ -286,7 +250,7 @@ def test_sigkill_at_random_points_then_restore_is_exactly_once(
     engine = Engine("v1", t, prefix, snapshots, tmp_path / "engine.log", restore="latest")
     engine.wait_read(total)
     engine.stop()
-    rows = count_rows(read_outputs(t.servers, f"{prefix}.counts", total))
+    rows = count_rows(read_committed_topic(t.servers, f"{prefix}.counts", total))
     want = exactly(event_counts(range(total)))
     assert rows == want, f"after {kills} kills (seed {seed}): {describe(rows, want)}"
 
@@ -317,8 +281,8 @@ def test_stop_at_parallelism_2_restore_at_3_equals_an_uninterrupted_run(
     whole.wait_read(2 * half)
     whole.stop()
 
-    rows = count_rows(read_outputs(t.servers, f"{interrupted}.counts", 2 * half))
-    reference = count_rows(read_outputs(t.servers, f"{straight}.counts", 2 * half))
+    rows = count_rows(read_committed_topic(t.servers, f"{interrupted}.counts", 2 * half))
+    reference = count_rows(read_committed_topic(t.servers, f"{straight}.counts", 2 * half))
     assert rows == reference, describe(rows, reference)
     assert rows == exactly(event_counts(range(2 * half)))
 
@@ -358,12 +322,12 @@ def test_reprocessing_from_an_older_savepoint_rereads_its_offsets(
     v2.stop()
     # The kept counts continue from the savepoint's state over exactly the events after its
     # offsets; the new step (new uid, empty state) counts exactly those events.
-    counts = count_rows(read_outputs(t.servers, f"{v2_out}.counts", n))
+    counts = count_rows(read_committed_topic(t.servers, f"{v2_out}.counts", n))
     base = Counter((e["post_id"], e["kind"]) for e in before)
     assert counts == exactly(Counter((e["post_id"], e["kind"]) for e in after), base)
     paid = Counter(
         (r["post_id"], r["kind"], r["paid"], r["count"])
-        for r in read_outputs(t.servers, f"{v2_out}.organic_paid", n)
+        for r in read_committed_topic(t.servers, f"{v2_out}.organic_paid", n)
     )
     want = Counter(
         {

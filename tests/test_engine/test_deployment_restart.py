@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rewind_engine.testing import read_jsonl
+from rewind_engine.testing import free_port, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = REPO / "examples/post_analytics/v1/flow.py"
 REWIND = [sys.executable, "-m", "rewind_operator.cli"]
 TOTAL = 30000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(tmp: Path, log: Path, *args: str, deployment: str | None = None) -> Any:

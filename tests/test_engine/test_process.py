@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rewind_engine.testing import read_jsonl
+from rewind_engine.testing import free_port, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = REPO / "examples/post_analytics/v1/flow.py"
@@ -30,12 +29,6 @@ V2 = REPO / "examples/post_analytics/v2/flow.py"
 V2B = REPO / "examples/post_analytics/v2b/flow.py"
 V3 = REPO / "examples/post_analytics/v3-crash/flow.py"
 REWIND = [sys.executable, "-m", "rewind_operator.cli"]  # the `rewind` console script
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(flow: Path, tmp: Path, *args: str, env: dict[str, str] | None = None) -> Any:
