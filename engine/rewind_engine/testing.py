@@ -30,12 +30,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def read_committed_topic(
+def read_committed(
     servers: str, topic: str, want: int, *, timeout: float = 120.0
-) -> list[Any]:
-    """The JSON values of every committed record of `topic` (isolation read_committed),
-    read to the end of every partition once at least `want` have been read. Raises
-    AssertionError naming how many were read if that takes longer than `timeout`."""
+) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every committed record of `topic` (isolation read_committed),
+    read to the end of every partition once at least `want` have arrived, so that
+    duplicates beyond `want` are seen too. Raises AssertionError naming how many were
+    read if that takes longer than `timeout`."""
     from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415 - Kafka tests only
 
     consumer = Consumer(
@@ -49,12 +50,12 @@ def read_committed_topic(
     try:
         partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        values: list[Any] = []
+        records: list[tuple[bytes | None, bytes | None]] = []
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout
-        while len(values) < want or len(at_end) < len(partitions):
+        while len(records) < want or len(at_end) < len(partitions):
             if time.monotonic() > deadline:
-                raise AssertionError(f"read {len(values)} of {want} records from {topic}")
+                raise AssertionError(f"read {len(records)} of {want} records from {topic}")
             for msg in consumer.consume(1000, 0.2):
                 err = msg.error()
                 if err is not None:
@@ -62,10 +63,15 @@ def read_committed_topic(
                         at_end.add(msg.partition() or 0)
                     continue
                 at_end.discard(msg.partition() or 0)
-                values.append(json.loads(msg.value() or b"null"))
-        return values
+                records.append((msg.key(), msg.value()))
+        return records
     finally:
         consumer.close()
+
+
+def read_committed_json(servers: str, topic: str, want: int) -> list[Any]:
+    """The values of `read_committed(servers, topic, want)`, decoded from JSON."""
+    return [json.loads(value or b"null") for _key, value in read_committed(servers, topic, want)]
 
 
 class Gate:

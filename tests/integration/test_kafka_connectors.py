@@ -25,6 +25,7 @@ from rewind_engine.connectors.kafka import (
     KafkaUnavailableError,
     RecordDecodeError,
 )
+from rewind_engine.testing import read_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -91,39 +92,6 @@ def drain(readers: dict[str, SplitReader], want: int, limit: int = 10_000) -> li
             assert time.monotonic() < deadline, f"only {len(got)} of {want} records arrived"
             time.sleep(0.02)
     return got
-
-
-def read_committed(servers: str, topic: str, expected: int) -> list[tuple[bytes | None, bytes]]:
-    """Everything a read_committed consumer sees in `topic`, once `expected` arrived and
-    the end offsets (LSO) were reached, so duplicates beyond `expected` are seen too."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-        }
-    )
-    metadata = consumer.list_topics(topic, timeout=30).topics[topic]
-    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-    out: list[tuple[bytes | None, bytes]] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len(out) < expected or len(at_end) < len(metadata.partitions):
-        assert time.monotonic() < deadline, f"read {len(out)} of {expected}"
-        for msg in consumer.consume(1000, 0.2):
-            err = msg.error()
-            if err is not None:
-                if err.code() == err._PARTITION_EOF:
-                    at_end.add(msg.partition() or 0)
-                continue
-            at_end.discard(msg.partition() or 0)
-            value = msg.value()
-            assert value is not None
-            out.append((msg.key(), value))
-    consumer.close()
-    return out
 
 
 # -- source -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from rewind_engine import Dataflow
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
 from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
-from rewind_engine.testing import free_port, read_committed_topic
+from rewind_engine.testing import free_port, read_committed_json
 
 from dev.plane import pins
 
@@ -216,7 +216,7 @@ def test_broker_unreachable_at_start_and_mid_run(broker: Broker, tmp_path: Path)
 
     expected = asyncio.run(scenario())
     assert phases == ["first batch", "thawed"]
-    outputs = read_committed_topic(broker.bootstrap, counts, sum(expected.values()))
+    outputs = read_committed_json(broker.bootstrap, counts, sum(expected.values()))
     assert_exactly_once(outputs, expected)
 
 

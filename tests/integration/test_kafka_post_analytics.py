@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from rewind_engine.testing import free_port, read_committed_topic
+from rewind_engine.testing import free_port, read_committed_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -250,7 +250,7 @@ def test_sigkill_at_random_points_then_restore_is_exactly_once(
     engine = Engine("v1", t, prefix, snapshots, tmp_path / "engine.log", restore="latest")
     engine.wait_read(total)
     engine.stop()
-    rows = count_rows(read_committed_topic(t.servers, f"{prefix}.counts", total))
+    rows = count_rows(read_committed_json(t.servers, f"{prefix}.counts", total))
     want = exactly(event_counts(range(total)))
     assert rows == want, f"after {kills} kills (seed {seed}): {describe(rows, want)}"
 
@@ -281,8 +281,8 @@ def test_stop_at_parallelism_2_restore_at_3_equals_an_uninterrupted_run(
     whole.wait_read(2 * half)
     whole.stop()
 
-    rows = count_rows(read_committed_topic(t.servers, f"{interrupted}.counts", 2 * half))
-    reference = count_rows(read_committed_topic(t.servers, f"{straight}.counts", 2 * half))
+    rows = count_rows(read_committed_json(t.servers, f"{interrupted}.counts", 2 * half))
+    reference = count_rows(read_committed_json(t.servers, f"{straight}.counts", 2 * half))
     assert rows == reference, describe(rows, reference)
     assert rows == exactly(event_counts(range(2 * half)))
 
@@ -322,12 +322,12 @@ def test_reprocessing_from_an_older_savepoint_rereads_its_offsets(
     v2.stop()
     # The kept counts continue from the savepoint's state over exactly the events after its
     # offsets; the new step (new uid, empty state) counts exactly those events.
-    counts = count_rows(read_committed_topic(t.servers, f"{v2_out}.counts", n))
+    counts = count_rows(read_committed_json(t.servers, f"{v2_out}.counts", n))
     base = Counter((e["post_id"], e["kind"]) for e in before)
     assert counts == exactly(Counter((e["post_id"], e["kind"]) for e in after), base)
     paid = Counter(
         (r["post_id"], r["kind"], r["paid"], r["count"])
-        for r in read_committed_topic(t.servers, f"{v2_out}.organic_paid", n)
+        for r in read_committed_json(t.servers, f"{v2_out}.organic_paid", n)
     )
     want = Counter(
         {
