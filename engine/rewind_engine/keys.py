@@ -97,6 +97,16 @@ class KeyGrouper:
                     kgs[i] = self(keys[i])
         return kgs
 
+    def many_uncached(self, keys: list[Any]) -> list[int]:
+        """The key group of each of `keys`, neither read from nor added to the cache: for
+        callers that keep their own (a snapshot's key index), so that 1 M keys are not
+        held twice."""
+        pack, n = self._pack, self.max_parallelism
+        try:
+            return [zlib.crc32(pack(key)) % n for key in keys]
+        except (TypeError, ValueError, OverflowError):
+            return [key_group_of(key, n) for key in keys]  # raises the clear error
+
     def __call__(self, key: Any) -> int:
         kg = self._cache.get(key)
         if kg is None:

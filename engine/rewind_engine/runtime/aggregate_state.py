@@ -111,7 +111,7 @@ class KeyIndex:
                 ints = self.column.values[self.size : size]
                 groups = key_groups_of_ints(ints, grouper.max_parallelism)
             else:
-                groups = np.array(grouper.many(new), np.int32)
+                groups = np.array(grouper.many_uncached(new), np.int32)
         if int(groups.max(initial=0)) < _RADIX_SORTABLE:
             groups = groups.astype(np.uint16, copy=False)
         self.groups = np.concatenate((self.groups, groups))  # int32 if either is
