@@ -12,8 +12,10 @@ encode it, ~150 ms for 1 M keys before a byte is written. Held here as
 the copy at the barrier is one memory copy (~1 ms for 1 M keys), handed to the snapshot
 thread as a numpy array without another copy, and the snapshot thread reads the keys
 list without stopping the task (the task only ever appends to it, and a slice of the
-first n entries is taken under the GIL). Counting costs what it cost on a dict: per key
-one dict lookup for the slot and an array read and write instead of a dict write.
+first n entries is taken under the GIL). Counting costs a little more than on a dict:
+per key one dict lookup for the slot, then an array read and write instead of a dict
+write (emit="each" measured ~15% slower in bench/bench_keyed_count.py, batch the same),
+the price of a barrier copy that no longer grows with the number of keys.
 
 What must stay true: `slots[keys_by_slot[i]] == i` for every i < len(self); a count fits
 int64 (9.2e18: `array` raises OverflowError beyond); the first n keys never change once

@@ -15,8 +15,8 @@ columns packed as the map {"keys": ..., "values": ...}. A column is a list, pack
 msgpack array (keys natively by msgpack's C code, tuples as arrays: one extension object
 per tuple key cost ~3 us, more than all else together for 1 M composite keys; a key can
 never be a list, so a reader turns arrays in key position back into tuples,
-`keys.decode_key`), or, since format 3, a typed column (columns.py: ext types 4-7,
-int64, float64, tuple and dictionary columns), decoded back into a list.
+`keys.decode_key`), or, since format 3, a typed column (columns.py: ext types 4-6,
+int64, float64 and tuple columns), decoded back into a list.
 """
 
 from __future__ import annotations
