@@ -45,7 +45,7 @@ demo: build
 
 ## Benchmarks next to their ceilings (plain Python, raw boto3, bare Kafka loop), on the local cluster.
 bench: cluster-up
-	eval "$$(dev/cluster env)" && $(PY) bench/bench_keyed_count.py && $(PY) bench/bench_savepoint.py && $(PY) bench/bench_kafka.py
+	eval "$$(dev/cluster env)" && $(PY) bench/bench_keyed_count.py && $(PY) bench/bench_savepoint.py && $(PY) bench/bench_savepoint.py --key-shape tuple && $(PY) bench/bench_kafka.py
 
 clean: cluster-down
 	rm -rf .venv dev/.state
