@@ -24,6 +24,7 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 
@@ -79,23 +80,33 @@ def _crc_table() -> npt.NDArray[np.uint32]:
 _TABLE = _crc_table()
 
 
-def _crc32(
-    first: int | None, payload: npt.NDArray[np.uint64], width: int
-) -> npt.NDArray[np.uint32]:
-    """zlib.crc32 of [first] + payload as `width` big-endian bytes, for each payload."""
-    crc = np.full(payload.shape, 0xFFFFFFFF, np.uint32)
-    if first is not None:
-        crc = _TABLE[(crc ^ np.uint32(first)) & 0xFF] ^ (crc >> 8)
+Crcs = npt.NDArray[np.uint32]
+_START = np.uint32(0xFFFFFFFF)  # zlib.crc32's initial value and final xor
+_BY_VALUE_LIMIT = 256
+"""Most distinct values of a tuple position hashed value by value (one pass each)."""
+_BY_VALUE_TYPES = frozenset({str, bytes, bool, type(None)})
+"""Types whose equal values have equal msgpack bytes (not float: 0.0 == -0.0)."""
+
+
+def _feed_bytes(crc: Crcs, data: bytes) -> Crcs:
+    """Each running crc continued with the same `data`."""
+    for byte in data:
+        crc = _TABLE[(crc ^ np.uint32(byte)) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def _feed_big_endian(crc: Crcs, payload: npt.NDArray[np.uint64], width: int) -> Crcs:
+    """Each running crc continued with its payload as `width` big-endian bytes."""
     for shift in range(8 * (width - 1), -1, -8):
         byte = ((payload >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.uint32)
         crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ np.uint32(0xFFFFFFFF)
+    return crc
 
 
-def key_groups_of_ints(keys: Int64s, max_parallelism: int) -> KeyGroups:
-    """The key group of each int key, equal to `keys.key_group_of` key by key."""
+def _feed_ints(crc: Crcs, keys: Int64s) -> Crcs:
+    """Each running crc continued with the msgpack bytes of its int."""
     bits = keys.view(np.uint64)  # two's complement: the bytes msgpack writes for ints
-    crc = np.empty(keys.shape, np.uint32)
+    out = np.empty_like(crc)
     forms: list[tuple[npt.NDArray[np.bool_], int | None, int]] = [
         ((keys >= 0) & (keys < 1 << 7), None, 1),  # positive fixint: the byte itself
         ((keys >= 1 << 7) & (keys < 1 << 8), _UINT8, 1),
@@ -110,9 +121,57 @@ def key_groups_of_ints(keys: Int64s, max_parallelism: int) -> KeyGroups:
     ]
     for mask, first, width in forms:
         if mask.any():
+            part = crc[mask]
+            if first is not None:
+                part = _feed_bytes(part, bytes((first,)))
             low = bits[mask] & np.uint64((1 << (8 * width)) - 1)
-            crc[mask] = _crc32(first, low, width)
+            out[mask] = _feed_big_endian(part, low, width)
+    return out
+
+
+def _feed_values(crc: Crcs, values: list[Any]) -> Crcs | None:
+    """Each running crc continued with the msgpack bytes of its value, one pass per
+    distinct value; None if the values are not all of `_BY_VALUE_TYPES` or too varied."""
+    if set(map(type, values)) - _BY_VALUE_TYPES:
+        return None
+    # No two values of these types are equal unless their bytes are (no ints: True == 1).
+    distinct = dict.fromkeys(values)
+    if len(distinct) > _BY_VALUE_LIMIT:
+        return None
+    index = {value: i for i, value in enumerate(distinct)}
+    codes = np.fromiter(map(index.__getitem__, values), np.intp, len(values))
+    out = np.empty_like(crc)
+    for i, value in enumerate(distinct):
+        mask = codes == i
+        out[mask] = _feed_bytes(crc[mask], _msgpack(value))
+    return out
+
+
+def _msgpack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def key_groups_of_ints(keys: Int64s, max_parallelism: int) -> KeyGroups:
+    """The key group of each int key, equal to `keys.key_group_of` key by key."""
+    crc = _feed_ints(np.full(keys.shape, _START, np.uint32), keys) ^ _START
     return (crc % np.uint32(max_parallelism)).astype(np.int32)
+
+
+def key_groups_of_tuples(
+    fields: list[Int64s | list[Any]], max_parallelism: int
+) -> KeyGroups | None:
+    """The key group of each tuple (fields[0][i], fields[1][i], ...), equal to
+    `keys.key_group_of` tuple by tuple; None if a field is neither ints nor a few
+    distinct str / bytes / bool / None values (the caller then hashes key by key)."""
+    if not fields or len(fields) >= 16:
+        return None
+    crc = _feed_bytes(np.full(len(fields[0]), _START, np.uint32), bytes((0x90 | len(fields),)))
+    for field in fields:
+        fed = _feed_ints(crc, field) if isinstance(field, np.ndarray) else _feed_values(crc, field)
+        if fed is None:
+            return None
+        crc = fed
+    return ((crc ^ _START) % np.uint32(max_parallelism)).astype(np.int32)
 
 
 # -- key columns learned key by key, across snapshots ----------------------------------
@@ -134,6 +193,11 @@ class KeyColumn:
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
         raise NotImplementedError
 
+    def key_groups(self, start: int, end: int, max_parallelism: int) -> KeyGroups | None:
+        """The key groups of keys start..end-1 computed in bulk, or None if this kind
+        of column can't (the caller hashes them one by one)."""
+        return None
+
 
 class IntKeys(KeyColumn):
     """Plain ints in int64 range: an int64 array, written as an int64 column."""
@@ -150,6 +214,9 @@ class IntKeys(KeyColumn):
 
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
         return self.values[order]
+
+    def key_groups(self, start: int, end: int, max_parallelism: int) -> KeyGroups | None:
+        return key_groups_of_ints(self.values[start:end], max_parallelism)
 
 
 class ObjectKeys(KeyColumn):
@@ -175,7 +242,7 @@ class TupleKeys(KeyColumn):
     ObjectKeys), written as a tuple column."""
 
     def __init__(self, first: tuple[Any, ...]) -> None:
-        self.fields: list[KeyColumn] = [
+        self.fields: list[IntKeys | ObjectKeys] = [
             IntKeys() if type(item) is int else ObjectKeys(scalars_only=True) for item in first
         ]
 
@@ -190,6 +257,15 @@ class TupleKeys(KeyColumn):
 
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
         return TupleColumn(tuple(field.gather(order) for field in self.fields))
+
+    def key_groups(self, start: int, end: int, max_parallelism: int) -> KeyGroups | None:
+        fields: list[Int64s | list[Any]] = [
+            field.values[start:end]
+            if isinstance(field, IntKeys)
+            else field.refs[start:end].tolist()
+            for field in self.fields
+        ]
+        return key_groups_of_tuples(fields, max_parallelism)
 
 
 def key_column_for(first: Any) -> KeyColumn:

@@ -9,7 +9,12 @@ import zlib
 import msgpack
 import numpy as np
 import pytest
-from rewind_engine.key_columns import int64_column, key_groups_of_ints, value_column
+from rewind_engine.key_columns import (
+    int64_column,
+    key_groups_of_ints,
+    key_groups_of_tuples,
+    value_column,
+)
 from rewind_engine.keys import (
     KeyGrouper,
     decode_key,
@@ -83,6 +88,36 @@ def test_bulk_key_groups_of_ints_equal_the_key_by_key_function(max_parallelism: 
     ints = every_int_width()
     bulk = key_groups_of_ints(np.array(ints, np.int64), max_parallelism)
     assert bulk.tolist() == [key_group_of(k, max_parallelism) for k in ints]
+
+
+def test_bulk_key_groups_of_tuples_equal_the_key_by_key_function() -> None:
+    rng = random.Random(5)
+    ints = every_int_width()
+    # Every msgpack str header (fixstr, str8, str16, str32), non-ASCII, bytes, bools, None.
+    words = ["", "view", "ü€𝄞", "a" * 31, "b" * 32, "c" * 255, "d" * 256, "e" * 65536]
+    others: list[object] = [b"", b"\x00\xff", True, False, None, "x"]
+    n = 4000
+    tuples = [(rng.choice(ints), rng.choice(words), rng.choice(others)) for _ in range(n)]
+    fields: list[object] = [
+        np.array([t[0] for t in tuples], np.int64),
+        [t[1] for t in tuples],
+        [t[2] for t in tuples],
+    ]
+    for p in (1, 128, 32768):
+        bulk = key_groups_of_tuples(fields, p)  # type: ignore[arg-type]
+        assert bulk is not None
+        assert bulk.tolist() == [key_group_of(t, p) for t in tuples]
+    two = [np.array(ints, np.int64), [words[i % 3] for i in range(len(ints))]]
+    bulk = key_groups_of_tuples(two, 128)  # type: ignore[arg-type]
+    assert bulk is not None
+    assert bulk.tolist() == [key_group_of((k, words[i % 3]), 128) for i, k in enumerate(ints)]
+
+
+def test_bulk_key_groups_of_tuples_decline_what_they_cannot_hash_exactly() -> None:
+    ints = np.arange(300, dtype=np.int64)
+    assert key_groups_of_tuples([ints, [0.0] * 300], 128) is None  # 0.0 == -0.0
+    assert key_groups_of_tuples([ints, [str(i) for i in range(300)]], 128) is None  # varied
+    assert key_groups_of_tuples([ints] * 16, 128) is None  # a 16-array has another header
 
 
 def test_columns_are_built_only_when_exact() -> None:

@@ -38,11 +38,9 @@ import numpy.typing as npt
 
 from ..key_columns import (
     Int64s,
-    IntKeys,
     KeyColumn,
     ObjectKeys,
     key_column_for,
-    key_groups_of_ints,
     value_column,
 )
 from ..keys import KeyGrouper
@@ -107,10 +105,8 @@ class KeyIndex:
         if groups is None:
             if grouper is None:
                 raise ValueError("the key groups of new keys need a grouper")
-            if isinstance(self.column, IntKeys):
-                ints = self.column.values[self.size : size]
-                groups = key_groups_of_ints(ints, grouper.max_parallelism)
-            else:
+            groups = self.column.key_groups(self.size, size, grouper.max_parallelism)
+            if groups is None:
                 groups = np.array(grouper.many_uncached(new), np.int32)
         if int(groups.max(initial=0)) < _RADIX_SORTABLE:
             groups = groups.astype(np.uint16, copy=False)
