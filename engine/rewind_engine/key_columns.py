@@ -199,17 +199,45 @@ class KeyColumn:
         return None
 
 
+class _Growing:
+    """A 1-D array that grows by doubling: appending k items costs O(k) instead of a
+    copy of everything before them (for an object array, that copy touches every key
+    object, scattered over the heap, at every snapshot that brings new keys)."""
+
+    def __init__(self, dtype: type) -> None:
+        self._buffer: npt.NDArray[Any] = np.empty(0, dtype)
+        self._size = 0
+
+    def append(self, items: npt.NDArray[Any]) -> None:
+        end = self._size + len(items)
+        if end > len(self._buffer):
+            grown = np.empty(max(end, 2 * len(self._buffer)), self._buffer.dtype)
+            grown[: self._size] = self._buffer[: self._size]
+            self._buffer = grown
+        self._buffer[self._size : end] = items
+        self._size = end
+
+    @property
+    def array(self) -> npt.NDArray[Any]:
+        """The items so far (a view)."""
+        return self._buffer[: self._size]
+
+
 class IntKeys(KeyColumn):
     """Plain ints in int64 range: an int64 array, written as an int64 column."""
 
     def __init__(self) -> None:
-        self.values: Int64s = np.empty(0, np.int64)
+        self._values = _Growing(np.int64)
+
+    @property
+    def values(self) -> Int64s:
+        return self._values.array
 
     def extend(self, keys: list[Any]) -> bool:
         column = int64_column(keys)
         if column is None:
             return False
-        self.values = np.concatenate((self.values, column))
+        self._values.append(column)
         return True
 
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
@@ -224,13 +252,17 @@ class ObjectKeys(KeyColumn):
     an object array, reordered in C and written as a msgpack array."""
 
     def __init__(self, *, scalars_only: bool = False) -> None:
-        self.refs: npt.NDArray[np.object_] = np.empty(0, object)
+        self._refs = _Growing(object)
         self.scalars_only = scalars_only
+
+    @property
+    def refs(self) -> npt.NDArray[np.object_]:
+        return self._refs.array
 
     def extend(self, keys: list[Any]) -> bool:
         if self.scalars_only and set(map(type, keys)) - _SCALARS:
             return False
-        self.refs = np.concatenate((self.refs, np.fromiter(keys, object, len(keys))))
+        self._refs.append(np.fromiter(keys, object, len(keys)))
         return True
 
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
