@@ -24,10 +24,10 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
-import msgpack
 import numpy as np
 import numpy.typing as npt
 
+from .keys import key_bytes
 from .snapshots.columns import Column, TupleColumn
 
 Int64s = npt.NDArray[np.int64]
@@ -143,12 +143,8 @@ def _feed_values(crc: Crcs, values: list[Any]) -> Crcs | None:
     out = np.empty_like(crc)
     for i, value in enumerate(distinct):
         mask = codes == i
-        out[mask] = _feed_bytes(crc[mask], _msgpack(value))
+        out[mask] = _feed_bytes(crc[mask], key_bytes(value))
     return out
-
-
-def _msgpack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def key_groups_of_ints(keys: Int64s, max_parallelism: int) -> KeyGroups:

@@ -88,15 +88,6 @@ class KeyGrouper:
         # cache miss cost ~2 us (seconds at the first snapshot of 1 M keys). Same bytes.
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
-    def many(self, keys: list[Any]) -> list[int]:
-        """The key group of each of `keys` (cache hits looked up in C, in one pass)."""
-        kgs: list[Any] = list(map(self._cache.get, keys))
-        if None in kgs:
-            for i, kg in enumerate(kgs):
-                if kg is None:
-                    kgs[i] = self(keys[i])
-        return kgs
-
     def many_uncached(self, keys: list[Any]) -> list[int]:
         """The key group of each of `keys`, neither read from nor added to the cache: for
         callers that keep their own (a snapshot's key index), so that 1 M keys are not
