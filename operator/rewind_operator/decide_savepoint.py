@@ -41,24 +41,16 @@ def _backoff(failures: int, policy: Policy) -> timedelta:
 def _fail(
     st: SavepointStatus, error: str, now: datetime, limit: int, policy: Policy
 ) -> SavepointStatus:
+    """One more failed attempt: Pending with a back-off, or Failed past `limit` retries."""
     failures = st.failures + 1
-    if failures > limit:
-        return st.model_copy(
-            update={
-                "phase": "Failed",
-                "error": error,
-                "failures": failures,
-                "trigger_id": None,
-                "next_attempt_at": None,
-            }
-        )
+    final = failures > limit
     return st.model_copy(
         update={
-            "phase": "Pending",
+            "phase": "Failed" if final else "Pending",
             "error": error,
             "failures": failures,
             "trigger_id": None,
-            "next_attempt_at": now + _backoff(failures, policy),
+            "next_attempt_at": None if final else now + _backoff(failures, policy),
         }
     )
 
