@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: bootstrap build cluster-up cluster-down lint crds test test-unit test-integration demo bench clean
+.PHONY: bootstrap build cluster-up cluster-down lint crds test test-unit test-integration demo bench clean test-real-node
 
 ## Python environment in .venv (idempotent, re-run when pyproject.toml changes).
 bootstrap:
@@ -49,3 +49,8 @@ bench: cluster-up
 
 clean: cluster-down
 	rm -rf .venv dev/.state
+
+## The real node (containerd + runc + kubelet + kube-proxy) running the project's images;
+## needs root and Debian's packages (dev/README.md). Ends with `dev/cluster down`.
+test-real-node: bootstrap
+	.venv/bin/pytest tests_real_node

@@ -90,7 +90,10 @@ def ensure_up() -> ClusterEnv:
     state.logs.mkdir(parents=True, exist_ok=True)
     log = state.logs / "ensure-up.log"
     with log.open("w") as f:
-        code = subprocess.run([str(CLUSTER), "up"], stdout=f, stderr=f, check=False).returncode
+        # REWIND_DEV_NODE=real runs the same tests on the real node (dev/README.md).
+        node = os.environ.get("REWIND_DEV_NODE", "process")
+        cmd = [str(CLUSTER), "up", "--node", node]
+        code = subprocess.run(cmd, stdout=f, stderr=f, check=False).returncode
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         raise RuntimeError(f"dev/cluster up failed ({code}); end of {log}:\n{tail}")

@@ -149,12 +149,19 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def _stages(path: Path) -> list[list[tuple[str, str]]]:
+    """The stages, each FROM's `${ARG}` replaced by the default of an ARG before the first
+    FROM (how a user without --build-arg builds it: the local cluster passes its own base)."""
     stages: list[list[tuple[str, str]]] = []
-    for ins in _instructions(path):
-        if ins[0] == "FROM":
+    defaults: dict[str, str] = {}
+    for word, args in _instructions(path):
+        if word == "ARG" and not stages and "=" in args:
+            k, _, v = args.partition("=")
+            defaults[k.strip()] = v.strip()
+        if word == "FROM":
             stages.append([])
         if stages:
-            stages[-1].append(ins)
+            resolved = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), args)
+            stages[-1].append((word, resolved if word == "FROM" else args))
     return stages
 
 
@@ -294,3 +301,35 @@ def test_example_streamapps_are_valid_and_tell_the_upgrade_story() -> None:
         assert (REPO / images[app.spec.image]["dir"] / app.spec.flow).exists(), (
             f"{name}: flow {app.spec.flow} is not in {images[app.spec.image]['dir']}"
         )
+
+
+_VERB = {"read": "get", "create": "create", "replace": "update", "patch": "patch",
+         "delete": "delete", "list": "list"}  # fmt: skip
+_RESOURCE = {
+    "deployment": ("apps", "deployments"),
+    "stateful_set": ("apps", "statefulsets"),
+    "service": ("", "services"),
+    "service_account": ("", "serviceaccounts"),
+    "pod": ("", "pods"),
+    "secret": ("", "secrets"),
+}
+
+
+def test_rbac_grants_every_workload_call_the_operator_makes() -> None:
+    """Least privilege both ways: every core/apps call in k8s.py has a rule, and no
+    workload rule grants a verb that k8s.py never uses."""
+    template = (REPO / "helm/rewind/templates/rbac.yaml").read_text()
+    body = template.split('{{- define "rewind.rbac.appRules" -}}')[1].split("{{- end }}")[0]
+    granted: set[tuple[str, str, str]] = set()
+    for rule in yaml.safe_load(body):
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.update((group, resource, verb) for verb in rule["verbs"])
+    source = (REPO / "operator/rewind_operator/k8s.py").read_text()
+    calls = re.findall(r"\b(read|create|replace|patch|delete|list)_namespaced_(\w+)", source)
+    needed = {(*_RESOURCE[kind], _VERB[verb]) for verb, kind in calls if kind in _RESOURCE}
+    assert ("apps", "statefulsets", "update") in needed
+    assert needed <= granted, f"missing rules: {sorted(needed - granted)}"
+    workload = {g for g in granted if (g[0], g[1]) in _RESOURCE.values()}
+    extra = workload - needed
+    assert not extra, f"rules k8s.py does not need: {sorted(extra)}"

@@ -64,6 +64,8 @@ from dev.kubelet.probes import (
     tcp_socket,
 )
 from dev.kubelet.runtime import ContainerProcess, LaunchSpec, Mount, exec_in
+from dev.kubelet.termination import DEFAULT_PATH as TERMINATION_MESSAGE_PATH
+from dev.kubelet.termination import message_file, termination_message
 from dev.kubelet.volumes import VolumeError, setup_volumes
 
 JsonDict = dict[str, Any]
@@ -595,6 +597,7 @@ class PodWorker:
         c.process = None
         c.kill_deadline = None
         c.killed_hard = False
+        message = message or self._termination_message(c, code)
         terminated = Terminated(
             exit_code=code,
             reason=reason
@@ -632,6 +635,22 @@ class PodWorker:
             c.terminated = terminated
             c.finished = True
         self._save()
+
+    def _termination_message(self, c: Container, code: int) -> str | None:
+        """What the instance that just ended left in its termination-message file (or,
+        with FallbackToLogsOnError and a failure, its log's tail); the file is spent."""
+        if c.container_id is None:
+            return None
+        path = message_file(self.dir / "run", c.container_id)
+        try:
+            return termination_message(
+                path,
+                self.dir / f"{c.name}.log",
+                c.spec.get("terminationMessagePolicy"),
+                code,
+            )
+        finally:
+            path.unlink(missing_ok=True)
 
     def _start(self, pod: JsonDict, c: Container) -> None:
         c.start_attempts += 1
@@ -682,6 +701,14 @@ class PodWorker:
             if not self.ctx.isolate:
                 key = "".join(ch if ch.isalnum() else "_" for ch in vm["name"]).upper()
                 env[f"REWIND_DEV_VOLUME_{key}"] = str(source)
+        container_id = f"rewind://{secrets.token_hex(16)}"
+        if self.ctx.isolate:  # like the kubelet: a fresh file per instance, bound in place
+            message_path = message_file(self.dir / "run", container_id)
+            message_path.parent.mkdir(parents=True, exist_ok=True)
+            message_path.write_bytes(b"")
+            message_path.chmod(0o666)
+            target = c.spec.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH
+            mounts.append(Mount(str(message_path), target))
         restarting = (
             c.last_terminated is not None and c.container_id is not None and c.terminated is None
         )
@@ -690,7 +717,7 @@ class PodWorker:
         log_path = self.dir / f"{c.name}.log"
         if log_path.exists() and (restarting or c.container_id is not None):
             log_path.replace(self.dir / f"{c.name}.previous.log")
-        c.container_id = f"rewind://{secrets.token_hex(16)}"
+        c.container_id = container_id
         c.env = env
         spec = LaunchSpec(
             container_id=c.container_id,
@@ -841,6 +868,7 @@ class PodWorker:
                 finished_at=exit_status.finished_at,
                 container_id=c.container_id,
                 signal=exit_status.signal,
+                message=self._termination_message(c, exit_status.exit_code),
             )
             c.finished = True
         return not alive

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from dev.plane.layout import State
-from dev.plane.pins import ALL, Component
+from dev.plane.pins import ALL, BY_NAME, NODE, Component
 
 GO_BUILD_FLAGS = ["-trimpath", "-ldflags", "-s -w"]
 PIN_FILE = ".pin"
@@ -89,6 +89,14 @@ def go_env() -> dict[str, str]:
     return env
 
 
+def _go_flags(c: Component) -> list[str]:
+    if not c.stamp_version:
+        return GO_BUILD_FLAGS
+    # Without it the kubelet reports v0.0.0-master, which kubectl cannot parse.
+    stamp = f"-X k8s.io/component-base/version.gitVersion={c.version}"
+    return ["-trimpath", "-ldflags", f"-s -w {stamp}"]
+
+
 def _build_go(c: Component, out: Path, log: Path) -> None:
     bin_dir = out / "bin"
     bin_dir.mkdir(parents=True)
@@ -99,8 +107,8 @@ def _build_go(c: Component, out: Path, log: Path) -> None:
         alone = {n: p for n, p in c.binaries.items() if p.rsplit("/", 1)[-1] != n}
         runs: list[list[str]] = []
         if together:
-            runs.append([*GO_BUILD_FLAGS, "-o", f"{bin_dir}/", *together])
-        runs += [[*GO_BUILD_FLAGS, "-o", str(bin_dir / n), p] for n, p in alone.items()]
+            runs.append([*_go_flags(c), "-o", f"{bin_dir}/", *together])
+        runs += [[*_go_flags(c), "-o", str(bin_dir / n), p] for n, p in alone.items()]
         for args in runs:
             cmd = ["go", "build", *args]
             f.write(f"$ (cd {c.source} && {' '.join(cmd)})\n")
@@ -145,9 +153,14 @@ def build(c: Component, state: State) -> float | None:
     return seconds
 
 
-def build_all(state: State, names: list[str] | None = None) -> None:
-    """Builds every missing component (or the named ones), then links them into state.bin."""
-    todo = [c for c in ALL if (names is None or c.name in names)]
+def build_all(state: State, names: list[str] | None = None, node: bool = False) -> None:
+    """Builds every missing component (or the named ones), then links them into state.bin;
+    `node` adds the real node's binaries."""
+    pool = (*ALL, *NODE) if node or names else ALL
+    unknown = sorted(set(names or ()) - set(BY_NAME))
+    if unknown:
+        raise RuntimeError(f"no component {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    todo = [c for c in pool if (names is None or c.name in names)]
     check_tools([c for c in todo if not is_built(c)])
     for c in todo:
         build(c, state)
@@ -157,7 +170,7 @@ def build_all(state: State, names: list[str] | None = None) -> None:
 def link_bin(state: State) -> None:
     """Points `dev/.state/bin/<binary>` at the cached binaries (REWIND_DEV_BIN)."""
     state.bin.mkdir(parents=True, exist_ok=True)
-    for c in ALL:
+    for c in (*ALL, *NODE):
         for name in c.binaries:
             link = state.bin / name
             if link.is_symlink() or link.exists():

@@ -17,12 +17,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dev.node import net, runtime
+from dev.node.build import build_node
 from dev.plane import build, components, pki, procs
 from dev.plane.components import HOST, Spec
 from dev.plane.layout import REPO, State
 
-ORDER = ("etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler", "kubelet")
+ORDER = (
+    "etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler",
+    "containerd", "kubelet", "kube-proxy",
+)  # fmt: skip
 """Start order; `down` stops in reverse (the kubelet first, so it ends its pods)."""
+REAL_NODE_ONLY = ("containerd", "kube-proxy")
 
 SpecFactory = Callable[[State, dict[str, int]], Spec]
 FACTORIES: dict[str, SpecFactory] = {
@@ -34,14 +40,25 @@ FACTORIES: dict[str, SpecFactory] = {
     "scheduler": components.scheduler,
     "kubelet": components.kubelet,
 }
+REAL_NODE: dict[str, SpecFactory] = {
+    "containerd": lambda state, _: runtime.containerd(state),
+    "kubelet": runtime.kubelet,
+    "kube-proxy": runtime.kube_proxy,
+}
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-def _wanted() -> list[str]:
-    return [n for n in ORDER if n != "kubelet" or components.kubelet_available()]
+def _wanted(state: State) -> list[str]:
+    if net.is_real(state):
+        return list(ORDER)
+    return [
+        n
+        for n in ORDER
+        if n not in REAL_NODE_ONLY and (n != "kubelet" or components.kubelet_available())
+    ]
 
 
 def _any_running(state: State) -> bool:
@@ -50,7 +67,9 @@ def _any_running(state: State) -> bool:
 
 def specs(state: State) -> dict[str, Spec]:
     p = components.ports(state, lambda: _any_running(state))
-    return {n: FACTORIES[n](state, p) for n in _wanted()}
+    real = net.is_real(state)
+    return {n: (REAL_NODE if real and n in REAL_NODE else FACTORIES)[n](state, p)
+            for n in _wanted(state)}  # fmt: skip
 
 
 def env_lines(state: State) -> list[tuple[str, str]]:
@@ -111,8 +130,16 @@ def _start(state: State, s: Spec) -> Spec | None:
     return s
 
 
-def up(state: State) -> None:
-    build.build_all(state)
+def up(state: State, real: bool = False) -> None:
+    if _any_running(state) and net.is_real(state) != real:
+        now, flag = ("real", "") if net.is_real(state) else ("process", " --node real")
+        raise ClusterError(
+            f"this cluster runs the {now} node; `dev/cluster down`, then `dev/cluster up{flag}`"
+        )
+    store = build_node(state) if real else None
+    if not real:
+        build.build_all(state)
+    net.set_mode(state, real)
     sp = specs(state)
     if all(procs.running(state, n) for n in sp) and all(s.healthy() for s in sp.values()):
         write_env(state)
@@ -125,11 +152,15 @@ def up(state: State) -> None:
     pki.write_kubeconfigs(state, f"https://{HOST}:{ports['apiserver']}")
     t0 = time.monotonic()
     # Three waves: what needs nothing, then the API server, then what needs the API.
-    first = [_start(state, sp[n]) for n in ("etcd", "minio", "kafka")]
+    first = [_start(state, sp[n]) for n in ("etcd", "minio", "kafka", "containerd") if n in sp]
     _wait_healthy(state, [sp["etcd"]])
     _start(state, sp["apiserver"])
     _wait_healthy(state, [sp["apiserver"]])
-    rest = [_start(state, sp[n]) for n in sp if n in ("controller-manager", "scheduler", "kubelet")]
+    if store is not None:
+        _wait_healthy(state, [sp["containerd"]])
+        runtime.import_images(state, store.tars())
+    later = ("controller-manager", "scheduler", "kubelet", "kube-proxy")
+    rest = [_start(state, sp[n]) for n in sp if n in later]
     _wait_healthy(state, [s for s in [*first, *rest] if s is not None and s.name != "etcd"])
     write_env(state)
     print(f"dev/cluster: up in {time.monotonic() - t0:.0f} s; `eval \"$(dev/cluster env)\"`",
@@ -162,11 +193,17 @@ def _marked_strays(state: State) -> list[procs.Proc]:
 
 
 def down(state: State) -> None:
+    real = net.is_real(state)
+    nets: list[str] = []
     for name in reversed(ORDER):
+        if real and name == "containerd" and procs.running(state, name):
+            nets = runtime.stop_containers(state)  # the kubelet is gone: no restarts
         grace = 45.0 if name == "kubelet" else 30.0 if name == "kafka" else 10.0
         if procs.stop(state, name, grace):
             print(f"dev/cluster: stopped {name}", file=sys.stderr, flush=True)
-        if name == "kubelet" and components.kubelet_available():
+        if real and name == "containerd":
+            runtime.teardown_after_containerd(state, nets)
+        elif name == "kubelet" and not real and components.kubelet_available():
             subprocess.run(
                 components.kubelet_cleanup_argv(state),
                 cwd=REPO,
@@ -180,6 +217,7 @@ def down(state: State) -> None:
     if strays:
         procs.kill_trees(strays, grace=10.0)
         print(f"dev/cluster: stopped {len(strays)} leftover process(es)", file=sys.stderr)
+    net.set_mode(state, False)
 
 
 def status(state: State) -> int:
@@ -201,7 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build every missing binary into the cache")
     b.add_argument("components", nargs="*", help="only these (default: all)")
-    sub.add_parser("up", help="start everything that is not running; wait until healthy")
+    b.add_argument(
+        "--node",
+        choices=("process", "real"),
+        default="process",
+        help="real: also install the node's Debian packages, build kubelet, kube-proxy "
+        "and the images (see dev/README.md)",
+    )
+    u = sub.add_parser("up", help="start everything that is not running; wait until healthy")
+    u.add_argument(
+        "--node",
+        choices=("process", "real"),
+        default="process",
+        help="real: containerd + runc + the real kubelet and kube-proxy run the project's "
+        "images (see dev/README.md)",
+    )
     sub.add_parser("down", help="stop everything, pods included")
     sub.add_parser("status", help="what runs; exit 0 when everything is healthy")
     sub.add_parser("env", help='print shell export lines (eval "$(dev/cluster env)")')
@@ -215,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         if args.cmd == "build":
-            build.build_all(state, args.components or None)
+            if args.node == "real" and not args.components:
+                build_node(state)
+            else:
+                build.build_all(state, args.components or None, node=args.node == "real")
         elif args.cmd == "up":
-            up(state)
+            up(state, real=args.node == "real")
         elif args.cmd == "down":
             down(state)
         elif args.cmd == "status":

@@ -25,13 +25,15 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from dev.node import net
 from dev.plane import pins
 from dev.plane.layout import REPO, State
 from dev.plane.pki import NODE_NAME
 
 HOST = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/24"
-"""Service ClusterIPs are only allocated, never routed: nothing listens there."""
+"""With the process kubelet, ClusterIPs are only allocated, never routed: nothing listens
+there. The real node routes its own range instead (`service_cidr`)."""
 MINIO_USER = "rewind-dev"
 MINIO_PASSWORD = "rewind-dev-secret"
 AWS_REGION = "us-east-1"
@@ -48,7 +50,15 @@ DEFAULT_PORTS = {
     "minio": 29000,
     "kafka": 29092,
     "kafka-controller": 29093,
+    # The real node only (dev/node/runtime.py).
+    "kubelet-healthz": 26248,
+    "kube-proxy-healthz": 26256,
+    "kube-proxy-metrics": 26249,
 }
+
+
+def service_cidr(state: State) -> str:
+    return net.NodeNet.of(state).service_cidr if net.is_real(state) else SERVICE_CIDR
 
 
 def _free(port: int) -> bool:
@@ -176,7 +186,7 @@ def apiserver(state: State, p: dict[str, int]) -> Spec:
         f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr(state)}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -230,7 +240,7 @@ def controller_manager(state: State, p: dict[str, int]) -> Spec:
         "--use-service-account-credentials=true",
         f"--cluster-signing-cert-file={pki / 'ca.crt'}",
         f"--cluster-signing-key-file={pki / 'ca.key'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr(state)}",
         "--controllers=*",
     ]
     return Spec("controller-manager", argv, _healthz(p["controller-manager"]), _base_env(state))

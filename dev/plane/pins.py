@@ -27,6 +27,8 @@ class Component:
     """Go: the required module whose version is the pin."""
     binaries: dict[str, str] = field(default_factory=dict)
     """Go: binary name -> package path."""
+    stamp_version: bool = False
+    """Go: link the pinned version in as Kubernetes' gitVersion (a kubelet reports it)."""
 
     @property
     def kind(self) -> str:
@@ -102,6 +104,16 @@ MINIO = Component(
     binaries={"minio": "github.com/minio/minio"},
 )
 KAFKA = Component(name="kafka", source=DEV / "kafka")
+KUBERNETES_NODE = Component(
+    name="kubernetes-node",
+    source=DEV / "k8s-node",
+    pinned_module="k8s.io/kubernetes",
+    binaries={c: f"k8s.io/kubernetes/cmd/{c}" for c in ("kubelet", "kube-proxy")},
+    stamp_version=True,
+)
 
 ALL: tuple[Component, ...] = (ETCD, KUBERNETES, HELM, MINIO, KAFKA)
-BY_NAME = {c.name: c for c in ALL}
+"""What the default cluster (the process kubelet) needs."""
+NODE: tuple[Component, ...] = (KUBERNETES_NODE,)
+"""What the opt-in real node adds (`dev/cluster build --node real`)."""
+BY_NAME = {c.name: c for c in (*ALL, *NODE)}

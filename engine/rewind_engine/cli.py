@@ -1,8 +1,9 @@
-"""`rewind` job commands: run, savepoint, stop, cancel, status, inspect (DESIGN.md).
+"""`rewind` job commands: run, savepoint, stop, cancel, status, inspect (README.md).
 
     rewind run FLOW [--restore URI|latest] [--allow-non-restored-state] [--parallelism N]
                [--max-parallelism M] [--snapshots URI] [--checkpoint-interval S]
-               [--control HOST:PORT] [ARGS...]
+               [--control HOST:PORT|none] [--preflight] [ARGS...]
+               # the control API: --control, else $REWIND_CONTROL, else 127.0.0.1:8081
     rewind savepoint [--control HOST:PORT] [--target URI]   # prints the URI on its last line
     rewind stop [--drain] [--target URI]                    # stop with a savepoint, prints URI
     rewind cancel | rewind status
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -26,12 +28,25 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from . import control, logs, snapshots
+import structlog
+
+from . import control, logs, snapshots, state_cli, state_rows, termination
 from .flowload import FlowLoadError, load_flow
+from .runtime import preflight
 from .runtime.job import Job
-from .settings import Settings
+from .runtime.restore import RestoreError
+from .settings import (
+    ParallelismSettings,
+    RuntimeSettings,
+    Settings,
+    SnapshotSettings,
+    WorkerSettings,
+)
+
+log = structlog.get_logger("rewind.cli")
 
 DEFAULT_CONTROL = "127.0.0.1:8081"
 Handler = Callable[[argparse.Namespace], int]
@@ -68,53 +83,167 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"the job's control API (default: $REWIND_CONTROL or {DEFAULT_CONTROL})",
         )
 
-    run = sub.add_parser("run", help="run a flow in this process")
+    run = sub.add_parser(
+        "run",
+        help="run a flow in this process",
+        description="Run a flow in this process, serving its control API (where `rewind"
+        " status`, `savepoint`, `stop` and `cancel` find it by default). Arguments `run`"
+        " does not know, and everything after `--`, go to the flow.",
+    )
     run.__class__ = _FlowArgsParser  # same object, plus the flow-args rule above
     run.set_defaults(flow_args=[])
     run.add_argument("flow", metavar="FLOW", help="path/to/flow.py or module:attribute")
-    run.add_argument("--restore", metavar="URI", help='savepoint/checkpoint URI, or "latest"')
+    run.add_argument(
+        "--restore",
+        metavar="URI",
+        help='savepoint or checkpoint URI to start from, or "latest" (the newest one of'
+        " this app under --snapshots; none there: start empty) (default: start empty)",
+    )
     run.add_argument(
         "--allow-non-restored-state",
         action="store_true",
-        help="drop snapshot state whose uid the flow no longer has",
+        help="drop snapshot state whose uid the flow no longer has (default: refuse)",
     )
-    run.add_argument("--parallelism", type=int, default=1, metavar="N")
-    run.add_argument("--max-parallelism", type=int, default=128, metavar="M")
+    run.add_argument(
+        "--parallelism",
+        type=int,
+        default=None,
+        metavar="N",
+        help="subtasks per step (default: 1, or --workers)",
+    )
+    run.add_argument(
+        "--max-parallelism",
+        type=int,
+        default=ParallelismSettings.max_parallelism,
+        metavar="M",
+        help="number of key groups, the upper bound of any later parallelism; fixed for"
+        f" the life of the state (default: {ParallelismSettings.max_parallelism})",
+    )
     run.add_argument(
         "--snapshots",
         metavar="URI",
-        default=os.environ.get("REWIND_SNAPSHOTS", "file://./rewind-snapshots"),
-        help="where checkpoints and default savepoints go (file:// or s3://)",
+        default=os.environ.get("REWIND_SNAPSHOTS", SnapshotSettings.location),
+        help="where checkpoints and default savepoints go, file:// or s3://"
+        f" (default: $REWIND_SNAPSHOTS or {SnapshotSettings.location})",
     )
     run.add_argument(
         "--checkpoint-interval",
         type=float,
-        default=10.0,
+        default=SnapshotSettings.checkpoint_interval_s,
         metavar="SECONDS",
-        help="seconds between checkpoints; 0 disables periodic checkpoints",
+        help="seconds between checkpoints; 0 disables periodic checkpoints"
+        f" (default: {SnapshotSettings.checkpoint_interval_s:g})",
     )
-    run.add_argument("--checkpoints-retained", type=int, default=3, metavar="N")
     run.add_argument(
-        "--control", metavar="HOST:PORT", help="serve the control API here (default: none)"
+        "--checkpoints-retained",
+        type=int,
+        default=SnapshotSettings.checkpoints_retained,
+        metavar="N",
+        help="completed checkpoints kept per job id; older ones are deleted, savepoints"
+        f" never (default: {SnapshotSettings.checkpoints_retained})",
     )
-    run.add_argument("--job-id", help="job id (default: random per process)")
-    run.add_argument("--batch-size", type=int, default=1024, metavar="N")
-    run.add_argument("--log-format", choices=["json", "console"], default="json")
+    run.add_argument(
+        "--control",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve the control API here; port 0 picks a free one, `none` serves none"
+        f" (default: $REWIND_CONTROL or {DEFAULT_CONTROL}; only worker 0 of several"
+        " serves it unless given)",
+    )
+    run.add_argument(
+        "--job-id",
+        help="names the job's checkpoint folder (LOCATION/checkpoints/JOB_ID/): runs with"
+        " the same id share one checkpoint history and one retention (default:"
+        " $REWIND_DEPLOYMENT_ID under the operator, else random per process)",
+    )
+    run.add_argument(
+        "--app",
+        default=os.environ.get("REWIND_APP") or None,
+        metavar="NAME",
+        help="the application's identity: `--restore latest` picks only snapshots it wrote,"
+        " and it names the Kafka consumer groups and transactional ids (default:"
+        " $REWIND_APP, else the flow's name)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=RuntimeSettings.batch_size,
+        metavar="N",
+        help=f"records a source reads per poll (default: {RuntimeSettings.batch_size})",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default="json",
+        help="one JSON object per line, or text for a terminal (default: json)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("REWIND_WORKERS", "1")),
+        metavar="N",
+        help="worker processes of the job (docs/scale.md; default: $REWIND_WORKERS or 1)",
+    )
+    run.add_argument(
+        "--worker-index",
+        type=int,
+        default=int(os.environ.get("REWIND_WORKER_INDEX", "0")),
+        metavar="I",
+        help="this worker's index, 0..N-1; worker 0 coordinates (default:"
+        " $REWIND_WORKER_INDEX or 0)",
+    )
+    run.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=WorkerSettings.worker_timeout_s,
+        metavar="SECONDS",
+        help="silence after which a worker counts as dead and the job fails"
+        f" (default: {WorkerSettings.worker_timeout_s:g})",
+    )
+    run.add_argument(
+        "--preflight",
+        action="store_true",
+        help="only check that the flow restores from --restore (every uid maps, every state"
+        " decodes), without running it: exit 0 and a JSON report, or exit 1 naming the uid"
+        " and file",
+    )
     run.set_defaults(handler=cmd_run)
 
     sp = sub.add_parser("savepoint", help="take a savepoint of a running job")
     control_arg(sp)
     sp.add_argument(
-        "--target", metavar="URI", help="where to write it (default: under --snapshots)"
+        "--target",
+        metavar="URI",
+        help="where to write it (default: the job's LOCATION/savepoints/sp-<time>-<id>/)",
     )
-    sp.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up waiting for the savepoint after this long (default: 600)",
+    )
     sp.set_defaults(handler=cmd_savepoint)
 
     st = sub.add_parser("stop", help="stop a job with a savepoint; prints the savepoint URI")
     control_arg(st)
-    st.add_argument("--drain", action="store_true", help="advance event time to the end first")
-    st.add_argument("--target", metavar="URI")
-    st.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    st.add_argument(
+        "--drain",
+        action="store_true",
+        help="advance event time to the end first, so windows and timers fire (default: no)",
+    )
+    st.add_argument(
+        "--target",
+        metavar="URI",
+        help="where to write the savepoint (default: the job's LOCATION/savepoints/...)",
+    )
+    st.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up waiting for the savepoint after this long (default: 600)",
+    )
     st.set_defaults(handler=cmd_stop)
 
     cancel = sub.add_parser("cancel", help="stop a job at once, without a savepoint")
@@ -130,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--verify", action="store_true", help="also check every file's sha256")
     inspect.set_defaults(handler=cmd_inspect)
+    state_cli.add_parser(sub)
     return parser
 
 
@@ -157,58 +287,142 @@ def _fail(message: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except Exception as exc:  # a bug or a crashing flow: its last words, then the traceback
+        termination.record(termination.describe(exc))
+        raise
+
+
+def _fail_run(message: str) -> int:
+    """The job cannot run: say why on stderr and in the termination message."""
+    termination.record(message)
+    return _fail(message)
+
+
+def _run(args: argparse.Namespace) -> int:
     logs.configure(json=args.log_format == "json")
-    settings = Settings(job_id=args.job_id, control=args.control)
-    settings.parallelism.parallelism = args.parallelism
+    deployment_id = os.environ.get("REWIND_DEPLOYMENT_ID") or None
+    # One deployment's restarts are one job: the same checkpoint folder, numbering and
+    # retention, instead of a new random folder per container start.
+    job_id = args.job_id or deployment_id
+    settings = Settings(job_id=job_id, control=control_address(args), app=args.app)
+    settings.parallelism.parallelism = args.parallelism or args.workers
+    settings.workers.workers = args.workers
+    settings.workers.worker = args.worker_index
+    settings.workers.worker_timeout_s = args.worker_timeout
     settings.parallelism.max_parallelism = args.max_parallelism
     settings.snapshots.location = args.snapshots
     settings.snapshots.checkpoint_interval_s = args.checkpoint_interval or None
     settings.snapshots.checkpoints_retained = args.checkpoints_retained
     settings.snapshots.restore = args.restore
     settings.snapshots.allow_non_restored_state = args.allow_non_restored_state
-    settings.snapshots.deployment_id = os.environ.get("REWIND_DEPLOYMENT_ID") or None
+    settings.snapshots.deployment_id = deployment_id
     settings.runtime.batch_size = args.batch_size
     try:
         flow = load_flow(args.flow, args.flow_args)
-    except FlowLoadError as exc:
-        return _fail(str(exc))
-    except ValueError as exc:  # FlowError and friends: a malformed flow
-        return _fail(str(exc))
+    except (FlowLoadError, ValueError) as exc:  # ValueError: FlowError, a malformed flow
+        return _fail_run(f"cannot load flow {args.flow}: {exc}")
+    if args.preflight:
+        return _preflight(flow, settings)
     try:
-        job = Job(flow, settings, flow_ref=args.flow)
+        job = _make_job(flow, settings, args.flow)
     except ValueError as exc:
-        return _fail(str(exc))
+        return _fail_run(f"cannot start the job: {exc}")
     state = asyncio.run(_serve(job))
     if state == "FAILED":
-        return _fail(job.error or "the job failed")
+        return _fail_run(job.error or "the job failed")
     return 0
+
+
+PREFLIGHT_UNCHECKED = 3
+"""Exit code of `rewind run --preflight` that could not read the snapshot (storage down or
+hanging): no verdict on the flow, unlike 1 (it does not restore). docs/CONTRACTS.md."""
+
+
+def _preflight(flow: Any, settings: Settings) -> int:
+    """`rewind run --preflight`: the restore of a real start, and nothing else."""
+    settings.workers.workers, settings.workers.worker = 1, 0  # every subtask, here
+    try:
+        report = preflight.check(flow, settings)
+    except (RestoreError, ValueError, snapshots.StorageError) as exc:
+        if preflight.unreadable(exc):
+            _fail_run(f"preflight could not read the snapshot: {exc}")
+            return PREFLIGHT_UNCHECKED
+        return _fail_run(f"preflight failed: {exc}")
+    # Kubernetes keeps the termination message of a succeeded container too: the operator
+    # quotes it in the StreamApp's status (what was restored, from where).
+    termination.record(report.summary())
+    print(json.dumps({"passed": True, "summary": report.summary(), **asdict(report)}))
+    return 0
+
+
+def control_address(args: argparse.Namespace) -> str | None:
+    """Where `run` serves the control API: --control, else $REWIND_CONTROL, else the
+    address `status`/`stop` use by default; None for `none` and for workers other than
+    0 that were not given one (worker 0 serves the job's API)."""
+    given = args.control or os.environ.get("REWIND_CONTROL")
+    if given is None and args.worker_index != 0:
+        return None
+    address = given or DEFAULT_CONTROL
+    return None if address.lower() == "none" else address
+
+
+def _make_job(flow: Any, settings: Settings, flow_ref: str) -> Job:
+    if settings.workers.workers == 1 and settings.workers.worker == 0:
+        return Job(flow, settings, flow_ref=flow_ref)
+    from .runtime.worker import WorkerJob  # noqa: PLC0415 - Kafka only with workers
+
+    return WorkerJob(flow, settings, flow_ref=flow_ref)
 
 
 async def _serve(job: Job) -> str:
     loop = asyncio.get_running_loop()
+    # One handler for the whole life of the process: a SIGTERM that comes while the job
+    # is finishing (or while it lingers for its stop result) is remembered, so a finished
+    # engine exits at once instead of waiting for a second signal that never comes (the
+    # kubelet sends one, then SIGKILL after the grace period).
+    terminated = asyncio.Event()
+
+    def on_signal() -> None:
+        terminated.set()
+        job.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, job.cancel)
+        loop.add_signal_handler(sig, on_signal)
     runner = None
     if job.settings.control:
+        address = job.settings.control
         try:
-            runner = await control.start(job, job.settings.control)
+            runner = await control.start(job, address)
         except (OSError, ValueError) as exc:
-            job.state, job.error = "FAILED", f"cannot serve the control API: {exc}"
+            reason = (
+                "the address is in use (another job?)"
+                if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+                else str(exc)
+            )
+            job.state = "FAILED"
+            job.error = (
+                f"cannot serve the control API at {address}: {reason}; choose another with"
+                " --control HOST:PORT (or $REWIND_CONTROL; port 0 picks a free one), or"
+                " --control none"
+            )
             return "FAILED"
+        # The first line a user reads: where `rewind status` / `stop` reach this job.
+        served = control.served_address(runner)
+        job.settings.control = served
+        log.info("control_api", address=served, url=f"http://{served}/status")
     try:
         state: str = await job.run()
         stop = job.stop_request
         if runner is not None and stop is not None and state == "FINISHED":
             # Let `rewind stop` (or the operator) read the savepoint's result first.
             deadline = time.monotonic() + job.settings.runtime.linger_after_stop_s
-            while not stop.result_read and time.monotonic() < deadline:
+            while not (stop.result_read or terminated.is_set()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if os.environ.get("REWIND_DEPLOYMENT_ID"):
                 # Under the operator: stay up (FINISHED) until the pod is terminated, or
                 # Kubernetes would restart the old version (docs/CONTRACTS.md).
-                terminated = asyncio.Event()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, terminated.set)
                 await terminated.wait()
         return state
     finally:
@@ -294,8 +508,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         description = snapshots.describe(args.uri, check=args.verify)
+        with snapshots.SnapshotReader(description["uri"]) as reader:
+            for uid, step in description["steps"].items():
+                step["kind"] = state_rows.step_kind(reader, uid)
+                step["keys"] = state_rows.key_count(reader, uid)
     except snapshots.SnapshotError as exc:
-        return _fail(str(exc))
+        return _fail(f"cannot read snapshot {args.uri}: {exc}")
     print(json.dumps(description, indent=2) if args.json else snapshots.render(description))
     return 0
 

@@ -1,4 +1,4 @@
-"""The control API of a running job (aiohttp), as fixed in DESIGN.md and CONTRACTS.md.
+"""The control API of a running job (aiohttp), as fixed in openapi.py and docs/CONTRACTS.md.
 
     GET  /healthz            200 while the process serves requests
     GET  /readyz             200 once state is restored and the job processes, else 503
@@ -8,6 +8,7 @@
     GET  /savepoints/{id}    {"status": IN_PROGRESS|COMPLETED|FAILED, "location", "error", ...}
     POST /stop               {"target"?, "drain"?}: stop with a savepoint -> 202 {"id"}
     POST /cancel             stop at once, no savepoint -> 202
+    GET  /openapi.json       this API as an OpenAPI 3.1 document (openapi.py)
 
 Handlers run on the job's own asyncio loop, so they read and poke the job without locks;
 none of them blocks. What must stay true: a savepoint request only starts a savepoint
@@ -24,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
+from .openapi import OPENAPI
 from .runtime.coordinator import IN_PROGRESS
 from .runtime.job import DONE, Job
 
@@ -78,7 +80,7 @@ async def post_savepoint(request: web.Request) -> web.Response:
 
 async def get_savepoint(request: web.Request) -> web.Response:
     job = _job(request)
-    req = job.coordinator.requests.get(request.match_info["id"])
+    req = job.requests.get(request.match_info["id"])
     if req is None:
         raise web.HTTPNotFound(text=f"no savepoint {request.match_info['id']!r} in this job")
     if req.status != IN_PROGRESS:
@@ -147,6 +149,10 @@ class _JobCollector:
         )
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
 async def metrics(request: web.Request) -> web.Response:
     registry: CollectorRegistry = request.app[REGISTRY_KEY]
     return web.Response(
@@ -171,6 +177,7 @@ def make_app(job: Job) -> web.Application:
     app.router.add_get("/savepoints/{id}", get_savepoint)
     app.router.add_post("/stop", stop)
     app.router.add_post("/cancel", cancel)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
@@ -189,3 +196,12 @@ async def start(job: Job, address: str) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def served_address(runner: web.AppRunner) -> str:
+    """HOST:PORT the runner actually listens on (port 0 resolved to the real port)."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            host = str(addr[0])
+            return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    raise RuntimeError("the control API listens nowhere")

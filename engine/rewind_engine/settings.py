@@ -93,16 +93,64 @@ class RuntimeSettings:
 
 
 @dataclass
+class WorkerSettings:
+    """One job as several worker processes (docs/scale.md); the defaults are one process."""
+
+    workers: int = 1
+    """Worker processes of the job. 1: today's single process, in-process channels, no
+    Kafka needed. More: edges between workers go through Kafka (the exchange)."""
+
+    worker: int = 0
+    """This process's index, 0 .. workers - 1; worker 0 is the coordinator (it triggers
+    global checkpoints and serves the job's control API)."""
+
+    kafka_bootstrap: str | None = None
+    """Brokers of the exchange and control topics; None: $REWIND_KAFKA_BOOTSTRAP."""
+
+    heartbeat_s: float = 0.5
+    """Seconds between heartbeats (workers -> coordinator and back). 0.5 s: a dead
+    worker is noticed within a few seconds at a cost of 2 small messages/s per worker."""
+
+    worker_timeout_s: float = 10.0
+    """Silence after which a worker (or the coordinator) counts as dead and the job
+    fails, to be restarted from its last checkpoint. 10 s rides out a GC or CPU stall
+    on a busy machine but keeps a crashed worker from stalling the job for long."""
+
+    start_timeout_s: float = 300.0
+    """Seconds the coordinator waits for every worker to join at start (pods may be
+    scheduled one by one); then the job fails naming the missing workers."""
+
+    linger_s: float = 0.005
+    """Longest time an exchange message collects records before it is sent. 5 ms: a
+    small share of the latency budget, enough to fill messages at moderate rates."""
+
+    max_records: int = 4096
+    """Records per exchange message at most (about 250 KB of small JSON-like records,
+    far below Kafka's 1 MB default message limit)."""
+
+
+@dataclass
 class Settings:
     """All settings of one job."""
 
     parallelism: ParallelismSettings = field(default_factory=ParallelismSettings)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
 
     job_id: str | None = None
-    """Job id (names the checkpoint folder); None: a fresh random id per process, so that
-    two attempts never write into each other's checkpoints."""
+    """Job id: names the checkpoint folder LOCATION/checkpoints/<job_id>/. A job given an
+    id that has checkpoints there numbers its own after them, so restarts with one id
+    share one history and `checkpoints_retained` bounds it. `rewind run` uses
+    `--job-id`, else REWIND_DEPLOYMENT_ID (the operator's deployment: all restarts of a
+    crashed container are one job). None: a fresh random id per process."""
+
+    app: str | None = None
+    """The application's identity (`--app`, REWIND_APP; the operator sets
+    `<namespace>/<StreamApp name>`). Recorded as `meta.app` in every snapshot, so that
+    `--restore latest` only ever picks this app's own history, and it names the app's
+    Kafka consumer groups and transactional ids, which then stay the same across restarts
+    and versions. None: the flow's name stands in for it."""
 
     control: str | None = None
     """HOST:PORT for the control API (loopback unless told otherwise); None: no API."""

@@ -22,13 +22,25 @@ from rewind_operator.actions import (
     Action,
     ApplyWorkload,
     CreateSavepoint,
+    DeletePreflight,
     DeleteSavepoint,
     DisposeData,
     EmitEvent,
+    RunPreflight,
     TriggerSavepoint,
 )
+from rewind_operator.lanes import app_key
 from rewind_operator.models import API_VERSION
-from rewind_operator.observe import APP_LABEL, APP_UID_LABEL, credentials
+from rewind_operator.settings import Settings
+from rewind_operator.vocabulary import (
+    APP_KIND,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SAVEPOINT_APP_LABEL,
+    SAVEPOINT_APP_UID_LABEL,
+    SAVEPOINT_KIND,
+    SAVEPOINT_REASON_LABEL,
+)
 
 log = structlog.get_logger("rewind_operator.act")
 
@@ -46,15 +58,21 @@ def _involved(kind: str, meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def execute(
-    kind: str, meta: Mapping[str, Any], actions: Sequence[Action], timeout: float
+    kind: str, meta: Mapping[str, Any], actions: Sequence[Action], settings: Settings, app: str
 ) -> Outcome:
-    """Run `actions` for the object `meta` (a StreamApp's or a Savepoint's metadata)."""
+    """Run `actions` for the object `meta` (a StreamApp's or a Savepoint's metadata) of
+    the StreamApp `app` (whose lane its storage calls take)."""
     namespace = str(meta["namespace"])
     name = str(meta["name"])
     outcome = Outcome()
     for action in actions:
         if isinstance(action, ApplyWorkload):
             _apply_workload(namespace, name, str(meta["uid"]), action)
+        elif isinstance(action, RunPreflight):
+            _run_preflight(namespace, name, str(meta["uid"]), action)
+        elif isinstance(action, DeletePreflight):
+            k8s.delete_job(namespace, action.name)
+            log.info("preflight_deleted", pod=action.name)
         elif isinstance(action, CreateSavepoint):
             _create_savepoint(namespace, name, str(meta.get("uid", "")), action)
         elif isinstance(action, DeleteSavepoint):
@@ -67,7 +85,7 @@ def execute(
                     action.target,
                     stop=action.stop,
                     drain=action.drain,
-                    timeout=timeout,
+                    timeouts=engine_client.engine_timeouts(settings),
                 )
                 outcome = Outcome(trigger_id=trigger)
                 log.info("savepoint_triggered", trigger_id=trigger, target=action.target)
@@ -75,8 +93,9 @@ def execute(
                 outcome = Outcome(trigger_error=str(exc))
                 log.warning("savepoint_trigger_failed", error=str(exc))
         elif isinstance(action, DisposeData):
-            env = credentials(namespace, action.credentials_secret)
-            storage.dispose(action.path, env)
+            env = k8s.credentials(namespace, action.credentials_secret)
+            access = storage.Access(app_key(namespace, app), env, settings.storage)
+            storage.dispose(action.path, access)
             log.info("savepoint_data_disposed", path=action.path)
         elif isinstance(action, EmitEvent):
             _event(kind, meta, namespace, action)
@@ -95,38 +114,73 @@ def _event(kind: str, meta: Mapping[str, Any], namespace: str, action: EmitEvent
 
 
 def _apply_workload(namespace: str, app: str, uid: str, action: ApplyWorkload) -> None:
-    owner = workload.owner_reference("StreamApp", app, uid)
+    """One worker: the Deployment. Several: the StatefulSet, then the old version's pods
+    go (OnDelete: the StatefulSet recreates them from the new template, all at once).
+    Either way the other kind, left from before a rescale across 1, goes too."""
+    owner = workload.owner_reference(APP_KIND, app, uid)
+    spec = action.spec
+    several = spec.workers > 1
     k8s.ensure_service_account(namespace, workload.service_account(action.service_account))
-    svc = workload.service(app)
-    svc["metadata"]["ownerReferences"] = [owner]
-    k8s.apply_service(namespace, svc)
-    dep = workload.deployment(
-        app, action.spec, action.restore, action.replicas, action.service_account
-    )
-    if dep["metadata"]["annotations"][workload.HASH_ANNOTATION] != action.workload_hash:
+    services = [workload.service(app, spec.workers)]
+    if several:
+        services.append(workload.workers_service(app))
+    for svc in services:
+        svc["metadata"]["ownerReferences"] = [owner]
+        k8s.apply_service(namespace, svc)
+    make = workload.statefulset if several else workload.deployment
+    body = make(app, spec, action.restore, action.replicas, action.service_account)
+    if body["metadata"]["annotations"][workload.HASH_ANNOTATION] != action.workload_hash:
         raise RuntimeError("workload hash mismatch between decide and act (a bug)")
-    dep["metadata"]["ownerReferences"] = [owner]
-    k8s.apply_deployment(namespace, dep)
+    body["metadata"]["ownerReferences"] = [owner]
+    name = workload.workload_name(app)
+    if several:
+        k8s.delete_deployment(namespace, name)
+        k8s.apply_statefulset(namespace, body)
+        _delete_stale_pods(namespace, app, action.workload_hash)
+    else:
+        k8s.delete_statefulset(namespace, name)
+        k8s.delete_service(namespace, workload.workers_service_name(app))
+        k8s.apply_deployment(namespace, body)
     log.info(
         "workload_applied",
-        image=action.spec.image,
+        image=spec.image,
         restore=action.restore,
         replicas=action.replicas,
+        workers=spec.workers,
         workload_hash=action.workload_hash,
     )
+
+
+def _run_preflight(namespace: str, app: str, uid: str, action: RunPreflight) -> None:
+    k8s.ensure_service_account(namespace, workload.service_account(action.service_account))
+    job = workload.preflight_job(app, action.name, action.spec, action.service_account)
+    job["metadata"]["ownerReferences"] = [workload.owner_reference(APP_KIND, app, uid)]
+    if k8s.create_job(namespace, job):
+        log.info("preflight_started", pod=action.name, image=action.spec.image)
+
+
+def _delete_stale_pods(namespace: str, app: str, digest: str) -> None:
+    """Delete the app's engine pods of any other workload (the version before)."""
+    for pod in k8s.list_pods(namespace, workload.selector_labels(app)):
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        if (meta.get("annotations") or {}).get(workload.HASH_ANNOTATION) != digest:
+            k8s.delete_pod(namespace, str(meta["name"]))
+            log.info("stale_worker_deleted", pod=meta["name"])
 
 
 def _create_savepoint(namespace: str, app: str, uid: str, action: CreateSavepoint) -> None:
     body = {
         "apiVersion": API_VERSION,
-        "kind": "Savepoint",
+        "kind": SAVEPOINT_KIND,
         "metadata": {
             "name": action.name,
             "labels": {
-                APP_LABEL: app,
-                APP_UID_LABEL: uid,
-                "rewind.dev/reason": action.reason,
-                "app.kubernetes.io/managed-by": "rewind-operator",
+                SAVEPOINT_APP_LABEL: app,
+                SAVEPOINT_APP_UID_LABEL: uid,
+                SAVEPOINT_REASON_LABEL: action.reason,
+                MANAGED_BY_LABEL: MANAGED_BY,
             },
         },
         "spec": {

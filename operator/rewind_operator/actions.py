@@ -8,9 +8,9 @@ Actions carry names and references, never secret values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from rewind_operator.models import SavepointReason, StreamAppSpec
+from rewind_operator.models import StreamAppSpec
+from rewind_operator.vocabulary import EventType, SavepointReason
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,25 @@ class ApplyWorkload:
     restore: str | None
     """What the engine restores from (`--restore`), None for empty state."""
     replicas: int
+    """Pods: `spec.workers` while it runs, 0 when suspended."""
     workload_hash: str
     service_account: str
+
+
+@dataclass(frozen=True)
+class RunPreflight:
+    """Create the restore preflight Job `name` for `spec` if it does not exist yet."""
+
+    name: str
+    spec: StreamAppSpec
+    service_account: str
+
+
+@dataclass(frozen=True)
+class DeletePreflight:
+    """Delete the preflight Job `name` (and its pod) if it exists."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -64,11 +81,18 @@ class DisposeData:
 class EmitEvent:
     """A Kubernetes Event on the object being reconciled."""
 
-    type: Literal["Normal", "Warning"]
+    type: EventType
     reason: str
     message: str
 
 
 Action = (
-    ApplyWorkload | CreateSavepoint | DeleteSavepoint | TriggerSavepoint | DisposeData | EmitEvent
+    ApplyWorkload
+    | RunPreflight
+    | DeletePreflight
+    | CreateSavepoint
+    | DeleteSavepoint
+    | TriggerSavepoint
+    | DisposeData
+    | EmitEvent
 )

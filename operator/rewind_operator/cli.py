@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from rewind_engine import snapshots
+
 from rewind_operator import k8s
 from rewind_operator.models import API_VERSION, StreamApp
 
@@ -95,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--image", help="run this image instead of the original's")
     fork.add_argument(
         "--location",
-        help="snapshot location of the fork (default: <original location>/forks/<name>)",
+        help="snapshot location of the fork (default: a sibling of the original's location"
+        " named after the fork, e.g. s3://bucket/clicks -> s3://bucket/clicks-fork)",
     )
     _namespace_arg(fork)
     fork.set_defaults(cluster_command=fork_app)
@@ -173,7 +176,7 @@ def savepoint_rows(items: Sequence[dict[str, Any]], app: str | None) -> list[lis
                 str(spec.get("app")),
                 str(spec.get("reason", "manual")),
                 str(status.get("phase", "Pending")),
-                str(size) if size is not None else "-",
+                snapshots.human_size(int(size)) if size is not None else "-",
                 _age(obj["metadata"].get("creationTimestamp")),
                 str(status.get("path") or "-"),
             ]
@@ -203,9 +206,23 @@ def fork_spec(
     spec["state"] = "running"
     if image:
         spec["image"] = image
-    base = original.spec.snapshots.location.rstrip("/")
-    spec["snapshots"]["location"] = location or f"{base}/forks/{new_name}"
+    spec["snapshots"]["location"] = location or sibling_location(
+        original.spec.snapshots.location, new_name
+    )
     return spec
+
+
+def sibling_location(location: str, name: str) -> str:
+    """`name` beside `location` (s3://b/apps/clicks -> s3://b/apps/NAME), or inside it
+    when it is a bucket's root (s3://b -> s3://b/NAME). Never inside another app's
+    checkpoints or savepoints: a fork's history stays apart from its original's."""
+    scheme, sep, rest = location.rstrip("/").partition("://")
+    if not sep:
+        raise ValueError(f"not a snapshot location URI: {location!r}")
+    parent, slash, _ = rest.rpartition("/")
+    if slash and parent:
+        return f"{scheme}://{parent}/{name}"
+    return f"{scheme}://{rest}/{name}"
 
 
 def fork_app(args: argparse.Namespace) -> int:

@@ -165,6 +165,15 @@ def crds() -> dict[str, dict[str, Any]]:
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             },
+            # Tells a rolled-back or crashing app from a healthy one at a glance
+            # (Healthy, UpgradeFailed, JobCrashing, ...): the Degraded condition's reason.
+            {
+                "name": "Health",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason',
+            },
+            # What runs now, which after a rollback is not spec.image.
+            {"name": "Workers", "type": "string", "jsonPath": ".status.workers"},
             {"name": "Image", "type": "string", "jsonPath": ".status.image"},
             {"name": "Last savepoint", "type": "string", "jsonPath": ".status.lastSavepoint.name"},
             _age(),
@@ -182,8 +191,8 @@ def crds() -> dict[str, dict[str, Any]]:
             {"name": "App", "type": "string", "jsonPath": ".spec.app"},
             {"name": "Reason", "type": "string", "jsonPath": ".spec.reason"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Path", "type": "string", "jsonPath": ".status.path", "priority": 1},
-            {"name": "Size", "type": "integer", "jsonPath": ".status.sizeBytes", "priority": 1},
+            {"name": "Path", "type": "string", "jsonPath": ".status.path"},
+            {"name": "Bytes", "type": "integer", "jsonPath": ".status.sizeBytes"},
             _age(),
         ],
     )

@@ -17,7 +17,18 @@ from typing import Any
 from rewind_operator.actions import Action, DisposeData, EmitEvent, TriggerSavepoint
 from rewind_operator.models import Savepoint, SavepointStatus
 from rewind_operator.observed import SavepointObserved
-from rewind_operator.policy import DEFAULT_POLICY, Policy, savepoint_target
+from rewind_operator.policy import Policy, savepoint_target
+from rewind_operator.settings import DEFAULT_POLICY
+from rewind_operator.vocabulary import (
+    NORMAL,
+    SAVEPOINT_TERMINAL,
+    WARNING,
+    EngineState,
+    EventReason,
+    EventType,
+    SpPhase,
+    TriggerStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ def _fail(
     final = failures > limit
     return st.model_copy(
         update={
-            "phase": "Failed" if final else "Pending",
+            "phase": SpPhase.FAILED if final else SpPhase.PENDING,
             "error": error,
             "failures": failures,
             "trigger_id": None,
@@ -70,18 +81,18 @@ def decide_savepoint(
     spec = sp.spec
     events: list[Action] = []
 
-    def event(type_: str, reason: str, message: str) -> None:
-        events.append(EmitEvent(type_, reason, message))  # type: ignore[arg-type]
+    def event(type_: EventType, reason: str, message: str) -> None:
+        events.append(EmitEvent(type_, reason, message))
 
     if sp.metadata.get("deletionTimestamp"):
         data = spec.path or st.path
         if spec.dispose_on_delete and data:
             secret = observed.app_credentials_secret or st.credentials_secret
-            event("Normal", "Disposing", f"deleting the savepoint data at {data}")
+            event(NORMAL, EventReason.DISPOSING, f"deleting the savepoint data at {data}")
             return SavepointDecision((*events, DisposeData(data, secret)), st, finalize=True)
         return SavepointDecision((), st, finalize=True)
 
-    if st.phase in ("Completed", "Failed", "Abandoned"):
+    if st.phase in SAVEPOINT_TERMINAL:
         return SavepointDecision((), st)
 
     if observed.app_image and st.image is None:
@@ -92,7 +103,7 @@ def decide_savepoint(
     def completed(path: str, size: int | None, sources: dict[str, Any] | None) -> SavepointDecision:
         done = st.model_copy(
             update={
-                "phase": "Completed",
+                "phase": SpPhase.COMPLETED,
                 "path": path,
                 "completed_at": now,
                 "size_bytes": size,
@@ -101,25 +112,33 @@ def decide_savepoint(
                 "next_attempt_at": None,
             }
         )
-        event("Normal", "SavepointCompleted", f"savepoint of {spec.app} completed at {path}")
+        event(
+            NORMAL, EventReason.SAVEPOINT_COMPLETED, f"savepoint of {spec.app} completed at {path}"
+        )
         return SavepointDecision(tuple(events), done)
 
     def failed(error: str) -> SavepointDecision:
         new = _fail(st, error, now, spec.backoff_limit, policy)
-        if new.phase == "Failed":
+        if new.phase == SpPhase.FAILED:
             event(
-                "Warning", "SavepointFailed", f"{error}; giving up after {new.failures} attempt(s)"
+                WARNING,
+                EventReason.SAVEPOINT_FAILED,
+                f"{error}; giving up after {new.failures} attempt(s)",
             )
         else:
             event(
-                "Warning",
-                "SavepointAttemptFailed",
+                WARNING,
+                EventReason.SAVEPOINT_ATTEMPT_FAILED,
                 f"{error}; attempt {new.failures} of "
                 f"{spec.backoff_limit + 1}, next at {_iso(new.next_attempt_at)}",
             )
         return SavepointDecision(tuple(events), new)
 
     if spec.path is not None:  # register an existing savepoint
+        if observed.corrupt is not None:  # a corrupt copy does not heal: no retries
+            error = f"savepoint at {spec.path} is corrupt: {observed.corrupt}"
+            event(WARNING, EventReason.SAVEPOINT_FAILED, f"{error}; not retried")
+            return SavepointDecision(tuple(events), _fail(st, error, now, 0, policy))
         if observed.manifest is not None:
             m = observed.manifest
             return completed(spec.path, m.size_bytes, m.sources)
@@ -133,31 +152,31 @@ def decide_savepoint(
         savepoint_target(observed.app_location, namespace, name) if observed.app_location else None
     )
 
-    if st.phase == "Pending":
+    if st.phase == SpPhase.PENDING:
         if observed.manifest is not None and target is not None:
             # Written by an attempt whose answer we never recorded (operator restart):
             # it is complete (the manifest is written last), so adopt it, do not retake it.
             m = observed.manifest
             return completed(target, m.size_bytes, m.sources)
         if not observed.app_exists or target is None:
-            st.phase = "Abandoned"
+            st.phase = SpPhase.ABANDONED
             st.error = f"StreamApp {spec.app!r} not found in {namespace}"
-            event("Warning", "SavepointAbandoned", st.error)
+            event(WARNING, EventReason.SAVEPOINT_ABANDONED, st.error)
             return SavepointDecision(tuple(events), st)
         if st.next_attempt_at is not None and now < st.next_attempt_at:
             return SavepointDecision((), st)
-        if spec.stop and observed.engine_state == "STOPPING":
+        if spec.stop and observed.engine_state == EngineState.STOPPING:
             return SavepointDecision((), st)  # a stop we triggered before a restart: wait
         if observed.engine_address is None:
             return failed(f"StreamApp {spec.app!r} has no ready job to take a savepoint of")
-        st.phase = "InProgress"
+        st.phase = SpPhase.IN_PROGRESS
         st.path = target
         st.triggered_at = now
         st.trigger_id = None
         st.next_attempt_at = None
         event(
-            "Normal",
-            "SavepointTriggered",
+            NORMAL,
+            EventReason.SAVEPOINT_TRIGGERED,
             f"savepoint of {spec.app} triggered, writing to {target}",
         )
         trigger = TriggerSavepoint(observed.engine_address, target, spec.stop, spec.drain)
@@ -168,13 +187,14 @@ def decide_savepoint(
         m = observed.manifest
         return completed(st.path, m.size_bytes, m.sources)
     trig = observed.trigger
-    if trig is not None and trig.status == "COMPLETED":
+    if trig is not None and trig.status == TriggerStatus.COMPLETED:
         return completed(trig.location or st.path or "", trig.size_bytes, trig.sources)
-    if trig is not None and trig.status == "FAILED":
+    if trig is not None and trig.status == TriggerStatus.FAILED:
         return failed(f"the engine reported: {trig.error or 'savepoint failed'}")
     timeout = timedelta(seconds=observed.savepoint_timeout_s)
     if st.triggered_at is not None and now - st.triggered_at > timeout:
-        return failed(f"timed out after {timeout.total_seconds():g}s")
+        stalled = f"; {observed.storage_error}" if observed.storage_error else ""
+        return failed(f"timed out after {timeout.total_seconds():g}s{stalled}")
     if st.trigger_id is None:
         return failed("the trigger was not acknowledged by the engine")
     if trig is None and observed.trigger_error is not None and observed.engine_state is None:

@@ -120,26 +120,41 @@ def patch_object(plural: str, namespace: str, name: str, patch: dict[str, Any]) 
 # --------------------------------------------------------------------------- workload
 
 
+def _apps() -> client.AppsV1Api:
+    return client.AppsV1Api(api_client())
+
+
 def get_deployment(namespace: str, name: str) -> dict[str, Any] | None:
     """A Deployment, or None."""
     try:
-        return _plain(client.AppsV1Api(api_client()).read_namespaced_deployment(name, namespace))
+        return _plain(_apps().read_namespaced_deployment(name, namespace))
     except ApiException as exc:
         _ignore(404, exc)
         return None
 
 
-def apply_deployment(namespace: str, body: dict[str, Any]) -> None:
-    """Create the Deployment, or replace its spec, labels and annotations with `body`'s.
+def get_statefulset(namespace: str, name: str) -> dict[str, Any] | None:
+    """A StatefulSet, or None."""
+    try:
+        return _plain(_apps().read_namespaced_stateful_set(name, namespace))
+    except ApiException as exc:
+        _ignore(404, exc)
+        return None
 
-    A replace (not a merge patch) so that a removed env var or argument really goes."""
-    apps = client.AppsV1Api(api_client())
+
+def _apply_replacing(
+    namespace: str,
+    body: dict[str, Any],
+    get: Any,
+    create: Any,
+    replace: Any,
+) -> None:
     name = body["metadata"]["name"]
     for _ in range(5):
-        current = get_deployment(namespace, name)
+        current = get(namespace, name)
         if current is None:
             try:
-                apps.create_namespaced_deployment(namespace, body)
+                create(namespace, body)
                 return
             except ApiException as exc:
                 _ignore(409, exc)
@@ -150,21 +165,88 @@ def apply_deployment(namespace: str, body: dict[str, Any]) -> None:
             "resourceVersion": current["metadata"]["resourceVersion"],
         }
         try:
-            apps.replace_namespaced_deployment(name, namespace, desired)
+            replace(name, namespace, desired)
             return
         except ApiException as exc:
             _ignore(409, exc)  # changed meanwhile: read again
-    raise RuntimeError(f"deployment {namespace}/{name} kept changing; will retry")
+    raise RuntimeError(f"{body['kind']} {namespace}/{name} kept changing; will retry")
+
+
+def apply_deployment(namespace: str, body: dict[str, Any]) -> None:
+    """Create the Deployment, or replace its spec, labels and annotations with `body`'s.
+
+    A replace (not a merge patch) so that a removed env var or argument really goes."""
+    apps = _apps()
+    _apply_replacing(
+        namespace,
+        body,
+        get_deployment,
+        apps.create_namespaced_deployment,
+        apps.replace_namespaced_deployment,
+    )
+
+
+def apply_statefulset(namespace: str, body: dict[str, Any]) -> None:
+    """Create the StatefulSet, or replace it with `body` (as `apply_deployment`)."""
+    apps = _apps()
+    _apply_replacing(
+        namespace,
+        body,
+        get_statefulset,
+        apps.create_namespaced_stateful_set,
+        apps.replace_namespaced_stateful_set,
+    )
+
+
+_BACKGROUND = client.V1DeleteOptions(propagation_policy="Background")
+
+
+def delete_deployment(namespace: str, name: str) -> None:
+    """Delete if present (its ReplicaSets and pods are collected)."""
+    try:
+        _apps().delete_namespaced_deployment(name, namespace, body=_BACKGROUND)
+    except ApiException as exc:
+        _ignore(404, exc)
+
+
+def delete_statefulset(namespace: str, name: str) -> None:
+    """Delete if present (its pods are collected)."""
+    try:
+        _apps().delete_namespaced_stateful_set(name, namespace, body=_BACKGROUND)
+    except ApiException as exc:
+        _ignore(404, exc)
+
+
+def delete_pod(namespace: str, name: str) -> None:
+    """Delete if present (with the pod's own grace period)."""
+    try:
+        client.CoreV1Api(api_client()).delete_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        _ignore(404, exc)
 
 
 def apply_service(namespace: str, body: dict[str, Any]) -> None:
-    """Create the Service, or merge-patch its ports and selector."""
+    """Create the Service, or merge-patch its ports and selector (a selector key that
+    `body` lacks is removed, so the selector ends up exactly `body`'s)."""
     core = client.CoreV1Api(api_client())
+    name = body["metadata"]["name"]
     try:
         core.create_namespaced_service(namespace, body)
     except ApiException as exc:
         _ignore(409, exc)
-        core.patch_namespaced_service(body["metadata"]["name"], namespace, body)
+        current = _plain(core.read_namespaced_service(name, namespace))
+        wanted = body["spec"].get("selector") or {}
+        selector = {k: None for k in (current.get("spec") or {}).get("selector") or {}}
+        patch = {**body, "spec": {**body["spec"], "selector": {**selector, **wanted}}}
+        core.patch_namespaced_service(name, namespace, patch)
+
+
+def delete_service(namespace: str, name: str) -> None:
+    """Delete if present."""
+    try:
+        client.CoreV1Api(api_client()).delete_namespaced_service(name, namespace)
+    except ApiException as exc:
+        _ignore(404, exc)
 
 
 def ensure_service_account(namespace: str, body: dict[str, Any]) -> None:
@@ -182,7 +264,34 @@ def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
     return [_plain(p) for p in pods.items]
 
 
+def create_job(namespace: str, body: dict[str, Any]) -> bool:
+    """Create the Job unless one of its name exists; True if this call created it."""
+    try:
+        client.BatchV1Api(api_client()).create_namespaced_job(namespace, body)
+        return True
+    except ApiException as exc:
+        _ignore(409, exc)
+        return False
+
+
+def delete_job(namespace: str, name: str) -> None:
+    """Delete the Job and (in the background) its pods, if it exists."""
+    try:
+        client.BatchV1Api(api_client()).delete_namespaced_job(
+            name, namespace, propagation_policy="Background"
+        )
+    except ApiException as exc:
+        _ignore(404, exc)
+
+
 # --------------------------------------------------------------------------- secrets, events
+
+
+def credentials(namespace: str, secret: str | None) -> dict[str, str] | None:
+    """The storage credentials named by an app (None: none named, or the Secret is gone)."""
+    if not secret:
+        return None
+    return secret_env(namespace, secret)
 
 
 def secret_env(namespace: str, name: str) -> dict[str, str] | None:

@@ -11,19 +11,9 @@ from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from rewind_operator.models import AppPhase
+from rewind_operator.vocabulary import APP_PHASES, AppPhase
 
-PHASES: tuple[AppPhase, ...] = (
-    "Pending",
-    "Deploying",
-    "Running",
-    "Upgrading",
-    "RollingBack",
-    "Suspending",
-    "Suspended",
-    "Failed",
-    "Deleting",
-)
+PHASES: tuple[AppPhase, ...] = APP_PHASES
 
 APPS = Gauge("rewind_streamapps", "StreamApps by phase.", ["phase"])
 SAVEPOINTS = Counter(

@@ -17,10 +17,27 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from rewind_operator.vocabulary import (
+    APP_KIND,
+    SAVEPOINT_KIND,
+    AppPhase,
+    ConditionStatus,
+    Desired,
+    JobState,
+    OperationKind,
+    OperationStage,
+    Phase,
+    SavepointPhase,
+    SavepointReason,
+    SpPhase,
+    SpReason,
+    UpgradeMode,
+)
 
 GROUP = "rewind.dev"
 VERSION = "v1alpha1"
@@ -66,10 +83,6 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- StreamApp
-
-
-UpgradeMode = Literal["savepoint", "last-state", "stateless"]
-JobState = Literal["running", "suspended"]
 
 
 class Retain(_Model):
@@ -151,6 +164,20 @@ class Rollback(_Model):
     """How long a new version may take to become ready before it is rolled back."""
 
 
+class Preflight(_Model):
+    """The restore preflight of an upgrade: before the running version is stopped, a
+    short-lived pod of the new version restores the app's newest snapshot (without
+    reading sources or writing sinks) and checks that every uid maps and every state
+    decodes. A failing preflight refuses the upgrade and the running version runs on."""
+
+    enabled: bool = True
+    """Run the preflight before every upgrade that keeps state (upgradeMode savepoint and
+    last-state)."""
+
+    timeout: Duration = "2m"
+    """How long the preflight pod may take (image pull and restore); longer fails it."""
+
+
 class EnvVar(_Model):
     """An environment variable for the engine container (as in a Pod spec)."""
 
@@ -164,6 +191,22 @@ class EnvVar(_Model):
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
     """A Kubernetes `EnvVarSource` (secretKeyRef, configMapKeyRef, fieldRef, ...)."""
+
+
+class Exchange(_Model):
+    """How the workers of a job reach Kafka, which carries the records between them
+    (docs/scale.md). Only used when `workers` is above 1."""
+
+    bootstrap_servers: str | None = Field(default=None, min_length=1)
+    """Kafka bootstrap address (`host:port[,host:port...]`) for the job's exchange and
+    control topics; given to every worker as `REWIND_KAFKA_BOOTSTRAP`. Not a secret: it
+    is kept in `status.lastReconciledSpec` like the rest of the spec."""
+
+    credentials_secret: str | None = Field(default=None, min_length=1, max_length=253)
+    """Name of a Secret in the app's namespace whose keys are environment variables for
+    the workers' Kafka clients (e.g. `REWIND_KAFKA_BOOTSTRAP` when the address itself is
+    not to be shown). Given to every worker with `envFrom`; its values never appear in
+    status, Events or logs."""
 
 
 class StreamAppSpec(_Model):
@@ -182,6 +225,17 @@ class StreamAppSpec(_Model):
     parallelism: int = Field(default=1, ge=1, le=1024)
     """Subtasks per step. Changing it is an upgrade; state is redistributed by key group."""
 
+    workers: int = Field(default=1, ge=1, le=256)
+    """Worker processes (pods) the job runs on. 1: one pod, no Kafka needed. More: a
+    StatefulSet of that many pods; worker 0 coordinates global checkpoints and serves
+    the control API, and records cross workers through Kafka (`exchange`). `parallelism`
+    must be at least `workers`. Changing it is an upgrade through a savepoint (a
+    stateful rescale: key groups and splits are redistributed)."""
+
+    exchange: Exchange | None = None
+    """Kafka for the records between workers (needed when `workers` is above 1, unless
+    `env` sets `REWIND_KAFKA_BOOTSTRAP`)."""
+
     max_parallelism: int | None = Field(default=None, ge=1, le=32768)
     """Number of key groups (the upper bound for parallelism). Fixed for the life of the
     state: a stateful upgrade that changes it is refused."""
@@ -192,7 +246,7 @@ class StreamAppSpec(_Model):
     `stateless` (restart from empty state). Unset: the operator's default (`savepoint`
     unless the operator was installed with another)."""
 
-    state: JobState = "running"
+    state: JobState = Desired.RUNNING
     """`running`, or `suspended`: take a savepoint and scale to zero; set back to
     `running` to resume from that savepoint."""
 
@@ -204,6 +258,9 @@ class StreamAppSpec(_Model):
 
     rollback: Rollback = Field(default_factory=Rollback)
     """Automatic rollback of upgrades that do not become ready."""
+
+    preflight: Preflight = Field(default_factory=Preflight)
+    """The restore check before an upgrade stops the running version."""
 
     savepoint_on_delete: bool = False
     """Take a final savepoint (reason `delete`) before the app is deleted. The Savepoint
@@ -229,9 +286,6 @@ class StreamAppSpec(_Model):
     volumes, ...). The operator's own container, labels and service account win."""
 
 
-ConditionStatus = Literal["True", "False", "Unknown"]
-
-
 class Condition(_Model):
     """A Kubernetes-style condition."""
 
@@ -254,19 +308,6 @@ class Condition(_Model):
     """The `metadata.generation` this condition was computed for."""
 
 
-AppPhase = Literal[
-    "Pending",
-    "Deploying",
-    "Running",
-    "Upgrading",
-    "RollingBack",
-    "Suspending",
-    "Suspended",
-    "Failed",
-    "Deleting",
-]
-
-
 class SavepointRef(_Model):
     """A completed savepoint, as remembered in an app's status."""
 
@@ -278,6 +319,35 @@ class SavepointRef(_Model):
 
     completed_at: datetime | None = None
     """When it completed."""
+
+
+class WorkerStatus(_Model):
+    """One worker of a job of several, as its pod and the coordinator report it."""
+
+    index: int
+    """The worker's index (0 coordinates)."""
+
+    pod: str | None = None
+    """The pod it runs in."""
+
+    ready: bool = False
+    """The pod's Ready condition."""
+
+    restarts: int = 0
+    """Container restarts of that pod."""
+
+    state: str | None = None
+    """The worker's job state from its last heartbeat to the coordinator (`RUNNING`,
+    `STOPPING`, `FINISHED`, ...); none before the job started on every worker."""
+
+    records_in: int | None = None
+    """Records its sources read since it started."""
+
+    records_out: int | None = None
+    """Records it handed to sinks since it started."""
+
+    lag: int | None = None
+    """Exchange records waiting for it (sum over the partitions it reads)."""
 
 
 class JobStatus(_Model):
@@ -306,9 +376,8 @@ class JobStatus(_Model):
     last_checkpoint: str | None = None
     """Location of the newest completed checkpoint."""
 
-
-OperationKind = Literal["deploy", "upgrade", "rollback", "suspend", "resume", "redeploy"]
-OperationStage = Literal["savepoint", "deploying", "blocked"]
+    workers: list[WorkerStatus] | None = None
+    """Per worker, for a job of several (`spec.workers` above 1)."""
 
 
 class Operation(_Model):
@@ -319,7 +388,9 @@ class Operation(_Model):
     """What is being done."""
 
     stage: OperationStage
-    """`savepoint`: waiting for the gating savepoint; `deploying`: the workload for the
+    """`preflight`: a pod of the new version checks that it restores the app's state;
+    `refused`: it did not, the running version is untouched until the spec changes;
+    `savepoint`: waiting for the gating savepoint; `deploying`: the workload for the
     target spec was applied, waiting for it to be ready; `blocked`: the savepoint failed,
     the running version is untouched, a new attempt follows after a delay."""
 
@@ -348,13 +419,46 @@ class Operation(_Model):
     """`blocked` only: when the next savepoint attempt is made."""
 
     message: str | None = None
-    """Why the operation is blocked, in words."""
+    """Why the operation is blocked or refused, in words."""
+
+    preflight_job: str | None = None
+    """`preflight` and `refused` only: the preflight Job (`kubectl logs job/NAME`)."""
+
+    preflight_spec: str | None = None
+    """`preflight` and `refused` only: `changes.restart_digest` of the spec checked; a
+    spec with another digest starts over."""
+
+
+class PreflightResult(_Model):
+    """The outcome of the last restore preflight."""
+
+    job: str
+    """The preflight Job (kept while the upgrade is refused, for `kubectl logs`)."""
+
+    image: str
+    """The image that was checked."""
+
+    generation: int
+    """The app generation whose spec was checked."""
+
+    passed: bool
+    """Whether the new version restores the app's state."""
+
+    message: str = ""
+    """The engine's report: the snapshot, the uids restored, new and dropped, or the error
+    (uid, step, file)."""
+
+    started_at: datetime | None = None
+    """When the preflight Job was created."""
+
+    finished_at: datetime | None = None
+    """When the operator saw its result."""
 
 
 class StreamAppStatus(_Model):
     """What the operator observed and remembers."""
 
-    phase: AppPhase = "Pending"
+    phase: AppPhase = Phase.PENDING
     """Lifecycle phase."""
 
     conditions: list[Condition] = Field(
@@ -393,15 +497,22 @@ class StreamAppStatus(_Model):
     last_periodic_savepoint_at: datetime | None = None
     """When the last periodic savepoint was requested."""
 
+    last_preflight: PreflightResult | None = None
+    """The last restore preflight of an upgrade."""
+
     job: JobStatus | None = None
     """The engine's own report."""
+
+    workers: str | None = None
+    """Workers ready / workers wanted of the version that runs (`2/3`), as
+    `kubectl get sapp` shows it."""
 
 
 class StreamApp(_Model):
     """A stateful streaming application run by the Rewind engine."""
 
     api_version: str = API_VERSION
-    kind: str = "StreamApp"
+    kind: str = APP_KIND
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: StreamAppSpec
     status: StreamAppStatus = Field(default_factory=StreamAppStatus)
@@ -410,17 +521,13 @@ class StreamApp(_Model):
 # --------------------------------------------------------------------------- Savepoint
 
 
-SavepointReason = Literal["manual", "upgrade", "periodic", "suspend", "delete"]
-SavepointPhase = Literal["Pending", "InProgress", "Completed", "Failed", "Abandoned"]
-
-
 class SavepointSpec(_Model):
     """A savepoint of a StreamApp: taken on request, or registered from a path."""
 
     app: str = Field(min_length=1, max_length=253)
     """Name of the StreamApp (same namespace) to take the savepoint of."""
 
-    reason: SavepointReason = "manual"
+    reason: SavepointReason = SpReason.MANUAL
     """Why it exists: `manual` (a user), or set by the operator: `upgrade`, `periodic`,
     `suspend`, `delete`. Retention only ever deletes `periodic` savepoints."""
 
@@ -444,7 +551,7 @@ class SavepointSpec(_Model):
 class SavepointStatus(_Model):
     """Progress and result of a savepoint."""
 
-    phase: SavepointPhase = "Pending"
+    phase: SavepointPhase = SpPhase.PENDING
     """`Pending`, `InProgress`, `Completed`, `Failed` or `Abandoned` (could not be taken,
     e.g. the app does not exist)."""
 
@@ -492,7 +599,7 @@ class Savepoint(_Model):
     """A savepoint of a StreamApp, as a Kubernetes resource."""
 
     api_version: str = API_VERSION
-    kind: str = "Savepoint"
+    kind: str = SAVEPOINT_KIND
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: SavepointSpec
     status: SavepointStatus = Field(default_factory=SavepointStatus)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rewind_operator.vocabulary import PodPhase, SavepointPhase
+
 
 @dataclass(frozen=True)
 class PodObs:
@@ -21,7 +23,7 @@ class PodObs:
     workload_hash: str | None
     """The `rewind.dev/workload-hash` annotation: which workload the pod runs."""
     ip: str | None = None
-    phase: str = "Pending"
+    phase: str = PodPhase.PENDING
     """Pod phase: Pending, Running, Succeeded, Failed."""
     ready: bool = False
     """The Ready condition (the engine's /readyz probe passed)."""
@@ -31,15 +33,45 @@ class PodObs:
     message: str | None = None
     """The last termination or waiting message, for status."""
     deleting: bool = False
+    worker: int | None = None
+    """The worker index of a StatefulSet pod (its `apps.kubernetes.io/pod-index`
+    label); None for the single engine's Deployment pod."""
+
+
+@dataclass(frozen=True)
+class PreflightObs:
+    """The pod of one of the app's restore preflight Jobs."""
+
+    name: str
+    """The Job's name (`status.operation.preflightJob`)."""
+    phase: str = PodPhase.PENDING
+    """Pending or Running: not done; Succeeded: passed; Failed: refused."""
+    message: str | None = None
+    """The engine's report or error (termination message), or why it waits."""
+    waiting_reason: str | None = None
+    """e.g. ErrImageNeverPull: the pod will never start."""
+    exit_code: int | None = None
+    """The engine's exit code once it ended (3: it could not read the snapshot)."""
 
 
 @dataclass(frozen=True)
 class DeploymentObs:
-    """The app's engine Deployment."""
+    """The app's engine Deployment, or its StatefulSet of workers."""
 
     workload_hash: str | None
     replicas: int
     ready_replicas: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """One worker as the coordinator (worker 0) reports it from its heartbeats."""
+
+    index: int
+    state: str | None = None
+    records_in: int | None = None
+    records_out: int | None = None
+    lag: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,8 @@ class EngineObs:
     records_out: int | None = None
     last_checkpoint: str | None = None
     error: str | None = None
+    workers: tuple[WorkerReport, ...] | None = None
+    """A coordinator's report of every worker that sent a heartbeat (None: one process)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +101,7 @@ class SavepointObs:
     name: str
     app: str
     reason: str
-    phase: str
+    phase: SavepointPhase
     created_at: datetime
     path: str | None = None
     completed_at: datetime | None = None
@@ -83,14 +117,20 @@ class AppObserved:
     """Everything `decide` needs to know about one StreamApp's world."""
 
     deployment: DeploymentObs | None = None
+    statefulset: DeploymentObs | None = None
+    """The StatefulSet of workers (an app with `workers` above 1)."""
     pods: tuple[PodObs, ...] = ()
     engine: EngineObs | None = None
     savepoints: tuple[SavepointObs, ...] = ()
     secret_exists: bool | None = None
     """None when no credentials secret is named."""
+    exchange_secret_exists: bool | None = None
+    """Whether `exchange.credentialsSecret` exists; None when none is named."""
     stored_snapshots: tuple[str, ...] | None = None
     """Snapshot URIs found under `snapshots.location`; None when not looked at."""
     storage_error: str | None = None
+    preflights: tuple[PreflightObs, ...] = ()
+    """The pods of the app's restore preflight Jobs."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +170,9 @@ class SavepointObserved:
     trigger_error: str | None = None
     """Why the trigger could not be polled (engine unreachable, unknown id)."""
     manifest: ManifestObs | None = None
-    """The manifest at the savepoint's target/path, if one is there."""
+    """The manifest at the savepoint's target/path, if one is there (for a registered
+    `spec.path`: only once every data file matched it)."""
+    corrupt: str | None = None
+    """Why a registered savepoint failed verification (names every bad file)."""
     storage_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,8 @@
 """Tunables and naming shared by the operator's two state machines (pure, no I/O).
 
-`Policy` is filled from `Settings` by the handlers; tests use the defaults. Savepoint
+`Policy` is built only by `Settings.policy()` (its fields have no defaults of their own,
+so every default lives once, in `settings`; `settings.DEFAULT_POLICY` is the one at the
+defaults). Savepoint
 names and targets are deterministic functions of the app and the reason, which is what
 makes every action idempotent and lets an operator restarted mid-upgrade find the
 savepoint it had asked for instead of taking a second one.
@@ -12,30 +14,27 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rewind_operator.models import UpgradeMode
-from rewind_operator.workload import ENGINE_SA
+from rewind_operator.vocabulary import UpgradeMode
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Tunables of the state machines (from `Settings`; defaults for tests)."""
+    """Tunables of the state machines, from `Settings.policy()` (meaning and defaults are
+    documented on the settings they come from)."""
 
-    upgrade_retry_delay: timedelta = timedelta(seconds=60)
+    upgrade_retry_delay: timedelta
     """After a gating savepoint failed for good: wait this long, then try a new one."""
-    savepoint_backoff: timedelta = timedelta(seconds=5)
+    savepoint_backoff: timedelta
     """First retry delay of a failed savepoint attempt; doubles per failure."""
-    savepoint_backoff_max: timedelta = timedelta(minutes=5)
+    savepoint_backoff_max: timedelta
     """Upper bound of the savepoint retry delay."""
-    crash_restarts: int = 3
+    crash_restarts: int
     """A new version whose container restarted this often is rolled back at once,
     without waiting for the readiness timeout."""
-    default_upgrade_mode: UpgradeMode = "savepoint"
+    default_upgrade_mode: UpgradeMode
     """The upgrade mode of apps that do not set `spec.upgradeMode`."""
-    engine_service_account: str = ENGINE_SA
+    engine_service_account: str
     """ServiceAccount of engine pods (part of the workload hash)."""
-
-
-DEFAULT_POLICY = Policy()
 
 
 def savepoint_name(app: str, uid: str, reason: str, serial: str, attempt: int = 0) -> str:

@@ -14,10 +14,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import cast
 
-from rewind_operator.models import UpgradeMode
 from rewind_operator.policy import Policy
+from rewind_operator.vocabulary import UPGRADE_MODES, Mode, UpgradeMode
+from rewind_operator.workload import ENGINE_SA
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,69 @@ class ReconcileSettings:
     waiting for its readiness timeout (`REWIND_CRASH_RESTARTS`)."""
 
     engine_timeout_s: float = 5.0
-    """Timeout of one HTTP call to an engine's control API (`REWIND_ENGINE_TIMEOUT_SECONDS`).
-    The engine answers from memory, so a slow answer means a sick engine."""
+    """Read timeout of one HTTP call to an engine's control API
+    (`REWIND_ENGINE_TIMEOUT_SECONDS`): the longest silence once connected. The engine
+    answers from memory, so a slow answer means a sick engine."""
+
+    engine_connect_timeout_s: float = 2.0
+    """Seconds to connect to an engine's control API
+    (`REWIND_ENGINE_CONNECT_TIMEOUT_SECONDS`). Pods are on the cluster network, where a
+    connection takes milliseconds; an engine that does not accept one is gone."""
+
+    app_threads: int = 2
+    """Threads of each app's own lane for its reconciles and those of its Savepoints
+    (`REWIND_APP_THREADS`). Apps never share them, so a slow app cannot delay another;
+    2 lets an app's savepoint be polled while the app itself is being reconciled."""
 
     default_savepoint_timeout_s: float = 600.0
     """Savepoint timeout of apps that do not set `snapshots.savepointTimeout`
     (`REWIND_SAVEPOINT_TIMEOUT_SECONDS`). Ten minutes covers gigabytes of state on a slow
     link; a stuck savepoint still ends, and the old version keeps running."""
 
-    default_upgrade_mode: UpgradeMode = "savepoint"
+    default_upgrade_mode: UpgradeMode = Mode.SAVEPOINT
     """Upgrade mode of apps that do not set `spec.upgradeMode`
     (`REWIND_DEFAULT_UPGRADE_MODE`). Savepoint is the only mode that never loses or
     repeats output, hence the default."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How long the operator waits for object storage (its own calls: listing an app's
+    snapshots, reading a savepoint's manifest, deleting data). The engines have their own,
+    longer timeouts (`rewind_engine.snapshots.s3_storage.S3Timeouts`): they move data,
+    the operator reads a few kilobytes."""
+
+    connect_timeout_s: float = 2.0
+    """Seconds to open a connection to the store (`REWIND_STORAGE_CONNECT_TIMEOUT_SECONDS`)."""
+
+    read_timeout_s: float = 5.0
+    """Longest silence of the store once connected (`REWIND_STORAGE_READ_TIMEOUT_SECONDS`).
+    A manifest is a few kilobytes: 5 s without a byte means the store hangs (paused,
+    partitioned, a stuck load balancer), which without this would block for minutes."""
+
+    max_attempts: int = 2
+    """Attempts per request, the first included (`REWIND_STORAGE_MAX_ATTEMPTS`): one retry
+    for a dropped connection; the next reconcile is the retry after that."""
+
+    deadline_s: float = 15.0
+    """Seconds one storage call of the operator (which may be several requests: a listing
+    and its manifests) may take before the reconcile carries on without its answer and
+    says so (`REWIND_STORAGE_DEADLINE_SECONDS`). The call goes on in the background and
+    its own timeouts end it. 15 s: a few requests' worth of the timeouts above."""
+
+    calls_per_app: int = 2
+    """Storage calls of one app that may be in flight at once, abandoned ones included
+    (`REWIND_STORAGE_CALLS_PER_APP`); more are refused at once, so a hung store costs
+    each app at most this many threads, and no other app anything."""
+
+    def overlay(self) -> dict[str, str]:
+        """These timeouts as the variables the engine's S3 storage reads (laid over an
+        app's credentials for the operator's own calls)."""
+        return {
+            "REWIND_S3_CONNECT_TIMEOUT_SECONDS": f"{self.connect_timeout_s:g}",
+            "REWIND_S3_READ_TIMEOUT_SECONDS": f"{self.read_timeout_s:g}",
+            "AWS_MAX_ATTEMPTS": str(self.max_attempts),
+        }
 
 
 @dataclass(frozen=True)
@@ -93,7 +144,7 @@ class Settings:
     """Namespaces to reconcile (`REWIND_WATCH_NAMESPACES`, comma-separated); empty =
     every namespace (needs cluster-wide rights)."""
 
-    engine_service_account: str = "rewind-engine"
+    engine_service_account: str = ENGINE_SA
     """ServiceAccount of engine pods (`REWIND_ENGINE_SERVICE_ACCOUNT`). The operator
     creates it in an app's namespace if missing, with no rights and no token mounted."""
 
@@ -108,6 +159,9 @@ class Settings:
 
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     """Timing of the reconcile loops."""
+
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    """Timeouts of the operator's own object-storage calls."""
 
     def policy(self) -> Policy:
         """The state machines' tunables."""
@@ -139,13 +193,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={text!r}: give a whole number of at least 1")
+    return value
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment; a bad value raises ValueError naming the variable."""
     env = os.environ if env is None else env
-    mode = env.get("REWIND_DEFAULT_UPGRADE_MODE", "savepoint")
-    if mode not in ("savepoint", "last-state", "stateless"):
+    mode = env.get("REWIND_DEFAULT_UPGRADE_MODE", Mode.SAVEPOINT)
+    if mode not in UPGRADE_MODES:
         raise ValueError(
-            f"REWIND_DEFAULT_UPGRADE_MODE={mode!r}: savepoint, last-state or stateless"
+            f"REWIND_DEFAULT_UPGRADE_MODE={mode!r}: "
+            f"{', '.join(UPGRADE_MODES[:-1])} or {UPGRADE_MODES[-1]}"
         )
     log_format = env.get("REWIND_LOG_FORMAT", "json")
     if log_format not in ("json", "console"):
@@ -155,7 +221,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     )
     return Settings(
         watch_namespaces=namespaces,
-        engine_service_account=env.get("REWIND_ENGINE_SERVICE_ACCOUNT", "rewind-engine"),
+        engine_service_account=env.get("REWIND_ENGINE_SERVICE_ACCOUNT", ENGINE_SA),
         log_level=env.get("REWIND_LOG_LEVEL", "info").lower(),
         log_format=log_format,
         server=ServerSettings(
@@ -173,7 +239,20 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             savepoint_backoff_max_s=_float(env, "REWIND_SAVEPOINT_BACKOFF_MAX_SECONDS", 300.0),
             crash_restarts=int(env.get("REWIND_CRASH_RESTARTS", 3)),
             engine_timeout_s=_float(env, "REWIND_ENGINE_TIMEOUT_SECONDS", 5.0),
+            engine_connect_timeout_s=_float(env, "REWIND_ENGINE_CONNECT_TIMEOUT_SECONDS", 2.0),
+            app_threads=_count(env, "REWIND_APP_THREADS", 2),
             default_savepoint_timeout_s=_float(env, "REWIND_SAVEPOINT_TIMEOUT_SECONDS", 600.0),
-            default_upgrade_mode=cast(UpgradeMode, mode),
+            default_upgrade_mode=mode,
+        ),
+        storage=StorageSettings(
+            connect_timeout_s=_float(env, "REWIND_STORAGE_CONNECT_TIMEOUT_SECONDS", 2.0),
+            read_timeout_s=_float(env, "REWIND_STORAGE_READ_TIMEOUT_SECONDS", 5.0),
+            max_attempts=_count(env, "REWIND_STORAGE_MAX_ATTEMPTS", 2),
+            deadline_s=_float(env, "REWIND_STORAGE_DEADLINE_SECONDS", 15.0),
+            calls_per_app=_count(env, "REWIND_STORAGE_CALLS_PER_APP", 2),
         ),
     )
+
+
+DEFAULT_POLICY: Policy = Settings().policy()
+"""The state machines' tunables at the default settings (`decide` called without one)."""

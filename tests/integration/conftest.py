@@ -4,12 +4,22 @@
 this process's environment (so boto3, the Kubernetes client and child processes find
 it) and stops it at the end only if it started it. `namespace` and `s3_bucket` give each
 test a fresh, uniquely named place that is removed afterwards.
+
+Two rules keep a long-lived local cluster healthy and the README's order true:
+- the demo's test runs first (`make demo`, then `make test`, on one cluster), and its
+  operator release stays installed while the other tests run;
+- no test namespace is left Terminating: apps are deleted with their namespace, and at
+  the end of the session the finalizers of apps whose operator is gone are removed
+  (a stuck namespace keeps kube-apiserver and etcd busy for good); the session fails if
+  one still remains.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +36,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+
+TEST_NAMESPACE_PREFIX = "t-"
+REWIND_KINDS = ("streamapps.rewind.dev", "savepoints.rewind.dev")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The demo's test first: the README says `make demo`, then `make test`."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_demo.py" else 1)
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +73,53 @@ def _unique(prefix: str, request: pytest.FixtureRequest, limit: int) -> str:
 
 @pytest.fixture
 def namespace(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = _unique("t", request, 63)
+    name = _unique(TEST_NAMESPACE_PREFIX.rstrip("-"), request, 63)
     devcluster.kubectl("create", "namespace", name, check=True, env=cluster)
     yield name
-    # Not waited for: the namespace controller finishes the deletion in the background.
+    # Apps first, while an operator that serves their finalizers may still run. Neither
+    # is waited for: the namespace controller finishes the deletion in the background.
+    for kind in REWIND_KINDS:
+        devcluster.kubectl("delete", kind, "--all", "--wait=false", namespace=name, env=cluster)
     devcluster.kubectl("delete", "namespace", name, "--wait=false", env=cluster)
+
+
+def _test_namespaces(cluster: ClusterEnv) -> dict[str, str]:
+    """Test namespace -> its phase."""
+    found = devcluster.kubectl("get", "namespaces", "-o", "json", env=cluster)
+    if found.returncode != 0:
+        return {}
+    return {
+        item["metadata"]["name"]: item.get("status", {}).get("phase", "")
+        for item in json.loads(found.stdout)["items"]
+        if item["metadata"]["name"].startswith(TEST_NAMESPACE_PREFIX)
+    }
+
+
+def release_orphaned_finalizers(cluster: ClusterEnv, namespace: str) -> None:
+    """Removes the finalizers of Rewind objects in `namespace`: called once no operator
+    serves them any more, so that the namespace can go."""
+    for kind in REWIND_KINDS:
+        names = devcluster.kubectl("get", kind, "-o", "name", namespace=namespace, env=cluster)
+        for name in names.stdout.split():
+            devcluster.kubectl(
+                "patch", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                namespace=namespace, env=cluster,
+            )  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_namespace_left_terminating(cluster: ClusterEnv) -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 300
+    while (left := _test_namespaces(cluster)) and time.monotonic() < deadline:
+        for name, phase in left.items():
+            if phase == "Terminating":
+                release_orphaned_finalizers(cluster, name)
+            else:  # a test that did not use the `namespace` fixture's teardown
+                devcluster.kubectl("delete", "namespace", name, "--wait=false", env=cluster)
+        time.sleep(2)
+    if left:
+        pytest.fail(f"test namespaces still not deleted after the session: {sorted(left)}")
 
 
 @pytest.fixture

@@ -156,6 +156,55 @@ def release(cluster: ClusterEnv, namespace: str) -> Iterator[str]:
         helm(cluster, "uninstall", name, "-n", namespace, "--wait")
 
 
+@pytest.fixture
+def other_namespace(cluster: ClusterEnv, namespace: str) -> Iterator[str]:
+    """A second fresh namespace beside `namespace`, deleted after the test."""
+    name = f"{namespace[:58].rstrip('-')}-b"
+    created = kubectl(cluster, "create", "namespace", name)
+    assert created.returncode == 0, created.stderr
+    yield name
+    kubectl(cluster, "delete", "namespace", name, "--wait=false")
+
+
+def _cluster_roles(cluster: ClusterEnv, release_namespace: str) -> set[str]:
+    """Names of the ClusterRoles that the release in `release_namespace` owns."""
+    roles = kubectl_json(cluster, "get", "clusterroles")["items"]
+    return {
+        role["metadata"]["name"]
+        for role in roles
+        if (role["metadata"].get("annotations") or {}).get("meta.helm.sh/release-namespace")
+        == release_namespace
+    }
+
+
+def test_two_releases_of_one_name_install_side_by_side(
+    cluster: ClusterEnv, namespace: str, other_namespace: str
+) -> None:
+    """The README's order (`make demo` leaves release `rewind` in rewind-system, then the
+    tests install another `rewind`) and any cluster with two installs: cluster-scoped
+    names carry the release's namespace, so neither release claims the other's."""
+    first = helm(cluster, *_install_args("rewind", namespace))
+    assert first.returncode == 0, first.stdout + first.stderr
+    try:
+        second = helm(cluster, *_install_args("rewind", other_namespace))
+        assert second.returncode == 0, second.stdout + second.stderr
+        try:
+            mine = _cluster_roles(cluster, namespace)
+            theirs = _cluster_roles(cluster, other_namespace)
+            assert mine and theirs and not mine & theirs, (mine, theirs)
+        finally:
+            gone = helm(cluster, "uninstall", "rewind", "-n", other_namespace, "--wait")
+            assert gone.returncode == 0, gone.stderr
+        # Uninstalling one release leaves the other's rights in place.
+        assert _cluster_roles(cluster, namespace) == mine
+        assert not _cluster_roles(cluster, other_namespace)
+        # The engine identity outlives the uninstall: engines may still run there.
+        kept = kubectl(cluster, "get", "serviceaccount", "rewind-engine", namespace=other_namespace)
+        assert kept.returncode == 0, kept.stderr
+    finally:
+        helm(cluster, "uninstall", "rewind", "-n", namespace, "--wait")
+
+
 def _operator_ready(cluster: ClusterEnv, namespace: str) -> bool:
     deployment = kubectl_json(cluster, "get", "deployment", "rewind", namespace=namespace)
     return int(deployment.get("status", {}).get("availableReplicas") or 0) >= 1
@@ -177,7 +226,13 @@ def test_install_confines_rights_to_the_watched_namespace(
     assert can(operator_sa, "get", "secrets")
     assert can(operator_sa, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert not can(operator_sa, "list", "secrets"), "the operator reads named Secrets only"
-    assert not can(operator_sa, "delete", "pods")
+    # Pods: listed, and deleted only to replace the old version's workers (a StatefulSet
+    # with updateStrategy OnDelete); never created, never in another namespace.
+    assert can(operator_sa, "delete", "pods")
+    assert can(operator_sa, "update", "statefulsets.apps")
+    assert not can(operator_sa, "create", "pods")
+    assert not can(operator_sa, "delete", "pods", "kube-system")
+    assert not can(operator_sa, "patch", "deployments.apps"), "replaced, never patched"
     assert not can(operator_sa, "create", "deployments.apps", "kube-system")
     assert not can(operator_sa, "create", "deployments.apps", None)
     # The engine's identity has no rights at all and no token.

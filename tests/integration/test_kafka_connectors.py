@@ -25,6 +25,7 @@ from rewind_engine.connectors.kafka import (
     KafkaUnavailableError,
     RecordDecodeError,
 )
+from rewind_engine.connectors.kafka.sink import ExactlyOnceWriter
 from rewind_engine.testing import read_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -287,9 +288,11 @@ def test_exactly_once_commit_and_restore_never_lose_or_double(
         headers=lambda r: {"origin": "test"},
     )
     first = sink.open(sink_ctx(), [])
+    assert isinstance(first, ExactlyOnceWriter)
     first.write([("a", "1"), ("b", "2")])
     c1 = first.pre_commit(1)
     first.commit(1, c1)
+    first.wait_committed()  # commits run on the writer's own thread
     first.write([("a", "3")])
     c2 = first.pre_commit(2)  # checkpoint 2's snapshot is written ...
     first.write([("c", "never")])  # ... output after it belongs to no snapshot
@@ -310,6 +313,7 @@ def test_exactly_once_epochs_of_failed_checkpoints_roll_forward(
     out = topic_factory(1)
     sink = KafkaSink(out, bootstrap_servers=kafka_bootstrap, value_format="utf-8")
     writer = sink.open(sink_ctx(), [])
+    assert isinstance(writer, ExactlyOnceWriter)
     writer.write(["1"])
     writer.pre_commit(1)  # checkpoint 1 fails: never committed
     writer.write(["2"])
@@ -318,6 +322,7 @@ def test_exactly_once_epochs_of_failed_checkpoints_roll_forward(
     writer.write(["3"])
     c3 = writer.pre_commit(3)
     writer.commit(2, c2)  # commits 1 and 2
+    writer.wait_committed()
     writer.close()  # crash before commit(3): restore from 3 commits only 3
     sink.open(sink_ctx(), [c3]).close()
     assert sorted(v for _k, v in read_committed(kafka_bootstrap, out, 3)) == [b"1", b"2", b"3"]
@@ -331,10 +336,12 @@ def test_rescaled_restore_commits_every_old_writer_once(
     committables = []
     for subtask in range(3):
         writer = sink.open(sink_ctx(subtask, 3), [])
+        assert isinstance(writer, ExactlyOnceWriter)
         writer.write([f"w{subtask}"])
         committables.append(writer.pre_commit(5))
         if subtask == 0:
             writer.commit(5, committables[-1])  # only subtask 0 got to commit
+            writer.wait_committed()
         writer.close()
     # Restored at parallelism 2; the runtime deals committables round robin.
     for subtask in range(2):
@@ -350,14 +357,17 @@ def test_a_restore_fences_the_old_writer(kafka_bootstrap: str, topic_factory: An
     out = topic_factory(1)
     sink = KafkaSink(out, bootstrap_servers=kafka_bootstrap, value_format="utf-8")
     zombie = sink.open(sink_ctx(), [])
+    assert isinstance(zombie, ExactlyOnceWriter)
     zombie.write(["a"])
     zombie.commit(1, zombie.pre_commit(1))
+    zombie.wait_committed()
     zombie.write(["b"])
     c2 = zombie.pre_commit(2)
     # A new attempt restores checkpoint 2 while the old process still runs.
     sink.open(sink_ctx(), [c2]).close()
     with pytest.raises(KafkaException, match=r"(?i)fenced"):
         zombie.commit(2, c2)
+        zombie.wait_committed()
     assert sorted(v for _k, v in read_committed(kafka_bootstrap, out, 2)) == [b"a", b"b"]
 
 
@@ -375,7 +385,8 @@ def test_at_least_once_sink_keys_headers_and_partitions(
     writer = sink.open(sink_ctx(), [])
     records = [{"post": f"p{i % 5}", "kind": "view"} for i in range(100)]
     writer.write(records)
-    assert writer.pre_commit(1) is None  # nothing to stage: everything is acknowledged
+    assert writer.pre_commit(1) is None  # nothing to stage ...
+    writer.wait_durable(1)  # ... and everything before barrier 1 is acknowledged
     writer.close()
     consumer = Consumer(
         {"bootstrap.servers": kafka_bootstrap, "group.id": "x", "auto.offset.reset": "earliest"}

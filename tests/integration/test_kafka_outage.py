@@ -5,7 +5,7 @@ These tests need a broker they may stop, so each runs its own single-node KRaft 
 "Unreachable" is a frozen broker (SIGSTOP): connections stay open and requests time out,
 as with a network partition. The job runs in this process (the runtime's `Job`) with an
 exactly-once Kafka sink; afterwards a read_committed consumer must see every count
-exactly once.
+exactly once. While the broker is frozen, the job's control API must keep answering.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from rewind_engine import Dataflow
+from rewind_engine import Dataflow, control
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource
 from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
@@ -230,3 +231,68 @@ async def until(condition: object, run: asyncio.Task[str]) -> None:
         assert not run.done(), f"the job ended: {run.result()}"
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.1)
+
+
+def test_status_answers_while_the_broker_is_frozen(broker: Broker, tmp_path: Path) -> None:
+    # The sink's transactions run on their own thread: with the broker frozen for 20 s,
+    # the control API (on the job's loop) answers every call, says why the job waits,
+    # and the output is exact once the broker is back.
+    events, counts = "events", "counts"
+    broker.start()
+    broker.wait_ready()
+    make_topics(broker.bootstrap, (events, 2), (counts, 2))
+    expected = produce_events(broker.bootstrap, events, 2000, 20)
+    settings = Settings(
+        snapshots=SnapshotSettings(location=f"file://{tmp_path}/snaps", checkpoint_interval_s=0.5)
+    )
+    job = Job(count_flow(broker.bootstrap, events, counts), settings)
+    address = f"127.0.0.1:{free_port()}"
+    answers: list[str | None] = []  # each /status call's reason
+    failures: list[str] = []
+
+    def poll_status(until_thawed: threading.Event) -> None:
+        while not until_thawed.is_set():
+            try:
+                with urllib.request.urlopen(f"http://{address}/status", timeout=1.0) as r:
+                    answers.append(json.load(r)["reason"])
+            except Exception as exc:  # a timeout is what this test is about
+                failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+
+    async def scenario() -> Counter[str]:
+        runner = await control.start(job, address)
+        run = asyncio.create_task(job.run())
+        try:
+            total = sum(expected.values())
+            await until(lambda: records_read(job) >= total and bool(job.last_checkpoint), run)
+            thawed = threading.Event()
+
+            def thaw() -> None:
+                broker.thaw()
+                thawed.set()
+
+            poller = threading.Thread(target=poll_status, args=(thawed,))
+            broker.freeze()
+            threading.Timer(20, thaw).start()
+            poller.start()
+            await until(thawed.is_set, run)
+            await asyncio.to_thread(poller.join)
+            more = await asyncio.to_thread(produce_events, broker.bootstrap, events, 1000, 20)
+            total += sum(more.values())
+            await until(lambda: records_read(job) >= total, run)
+            done = (job.last_checkpoint.checkpoint_id or 0) if job.last_checkpoint else 0
+            await until(lambda: (job.last_checkpoint.checkpoint_id or 0) > done + 1, run)
+            job.cancel()
+            assert await run == "CANCELED", job.error
+            return expected + more
+        finally:
+            await runner.cleanup()
+
+    everything = asyncio.run(scenario())
+    assert failures == [], f"/status did not answer within 1 s: {failures[:3]}"
+    assert len(answers) >= 20  # about one call every 0.2 s for the 20 s
+    stalled = [a for a in answers if a and "broker not answering since" in a]
+    assert stalled, f"no /status call said why the job waits: {answers[:5]}"
+    assert stalled[0].startswith("counts[0]: committing transaction to Kafka for checkpoint")
+    outputs = read_committed_json(broker.bootstrap, counts, sum(everything.values()))
+    assert_exactly_once(outputs, everything)

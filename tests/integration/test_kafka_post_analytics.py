@@ -112,10 +112,13 @@ class Engine:
         parallelism: int = 1,
         restore: str | None = None,
         interval: float = 0.5,
+        app: str | None = None,
     ) -> None:
         self.control = f"127.0.0.1:{free_port()}"
+        # One app per output: the runs that write one output are one app's history.
+        self.app = app or out_prefix
         argv = [
-            REWIND, "run", str(EXAMPLE / version / "flow.py"),
+            REWIND, "run", str(EXAMPLE / version / "flow.py"), "--app", self.app,
             "--snapshots", snapshots, "--control", self.control,
             "--parallelism", str(parallelism), "--checkpoint-interval", str(interval),
         ]  # fmt: skip
@@ -275,7 +278,7 @@ def test_stop_at_parallelism_2_restore_at_3_equals_an_uninterrupted_run(
     assert status["parallelism"] == 3
     second.stop()
     # Offsets went to the consumer group too, after checkpoints completed (monitoring).
-    assert group_offsets(t, "rewind.post-events") == 2 * half
+    assert group_offsets(t, f"rewind.{interrupted}.post-events") == 2 * half
 
     whole = Engine("v1", t, straight, snapshots, log, parallelism=2)
     whole.wait_read(2 * half)

@@ -234,6 +234,51 @@ def test_registered_savepoint_and_dispose_on_delete_without_the_app(
     assert s3_keys(s3_bucket, "elsewhere/sp-1/") == []
 
 
+def test_a_corrupt_registered_savepoint_is_failed_naming_the_file_and_nothing_is_deployed(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    """A copy with one flipped byte: the registration verifies every file's checksum, so
+    the Savepoint is Failed with the file named, and an app that restores from it waits
+    with that reason instead of crash-looping on it."""
+    uri = f"s3://{s3_bucket}/copied/sp-1"
+    write_snapshot(uri)
+    s3 = boto3.client("s3")
+    [data_key] = [k for k in s3_keys(s3_bucket, "copied/sp-1/") if not k.endswith(".json")]
+    blob = bytearray(s3.get_object(Bucket=s3_bucket, Key=data_key)["Body"].read())
+    blob[len(blob) // 2] ^= 0xFF
+    s3.put_object(Bucket=s3_bucket, Key=data_key, Body=bytes(blob))
+    body = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "Savepoint",
+        "metadata": {"name": "copied"},
+        "spec": {"app": "restored", "path": uri},
+    }
+    assert apply(namespace, body, cluster).returncode == 0
+    app = app_body("restored", s3_bucket, restore={"savepoint": "copied"})
+    assert apply(namespace, app, cluster).returncode == 0
+    sp = wait_until(
+        "the copied savepoint to be Failed",
+        lambda: (
+            (o := get("sp", "copied", namespace, cluster))
+            and (o.get("status") or {}).get("phase") in ("Failed", "Completed")
+            and o
+        ),
+    )
+    file_name = data_key.rsplit("/", 1)[-1]
+    assert sp["status"]["phase"] == "Failed", sp["status"]
+    assert file_name in sp["status"]["error"] and sp["status"]["failures"] == 1
+    progressing = wait_until(
+        "the app to name the failed savepoint",
+        lambda: (
+            (c := condition(get("sapp", "restored", namespace, cluster), "Progressing"))
+            and "Failed" in c.get("message", "")
+            and c
+        ),
+    )
+    assert file_name in progressing["message"]
+    assert get("deployment", "restored-engine", namespace, cluster) is None
+
+
 def test_secret_values_never_leak(
     cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
 ) -> None:
@@ -299,7 +344,7 @@ def test_cli_fork_and_list(
     assert forked is not None
     assert forked["spec"]["restore"]["savepoint"] == "launch"
     assert forked["spec"]["state"] == "running"
-    assert forked["spec"]["snapshots"]["location"] == f"s3://{s3_bucket}/origin/forks/origin-b"
+    assert forked["spec"]["snapshots"]["location"] == f"s3://{s3_bucket}/origin-b"
     dep = wait_until(
         "the fork's Deployment", lambda: get("deployment", "origin-b-engine", namespace, cluster)
     )

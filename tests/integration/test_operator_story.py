@@ -13,6 +13,7 @@ import collections
 import json
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,109 @@ def test_retention_keeps_the_restored_savepoint_and_dispose_on_delete(
     )
     assert result.returncode == 0, result.stderr
     assert s3_keys(sp["status"]["path"]) == []
+
+
+def test_a_last_state_upgrade_restores_the_apps_own_lineage_not_its_forks(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A fork whose location is nested inside its original's (what `rewind fork` used to
+    default to) checkpoints there while the original upgrades in last-state mode: the
+    original restores its own newest checkpoint, never the fork's, and stays exact."""
+    out = tmp_path / "out"
+    body = app_body("clicks", s3_bucket, out, upgradeMode="last-state")
+    assert apply(namespace, body, cluster).returncode == 0
+    wait_running("clicks", namespace, cluster, V1)
+    manual = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "Savepoint",
+        "metadata": {"name": "launch"},
+        "spec": {"app": "clicks"},
+    }
+    assert apply(namespace, manual, cluster).returncode == 0
+    completed_savepoint("launch", namespace, cluster)
+    fork = app_body(
+        "clicks-fork", s3_bucket, tmp_path / "fork-out", restore={"savepoint": "launch"}
+    )
+    nested = f"s3://{s3_bucket}/clicks/forks/clicks-fork"
+    fork["spec"]["snapshots"]["location"] = nested
+    assert apply(namespace, fork, cluster).returncode == 0
+    wait_running("clicks-fork", namespace, cluster, V1)
+    wait_until("a checkpoint of the fork", lambda: s3_keys(f"{nested}/checkpoints/"))
+
+    body["spec"]["image"] = V2
+    assert apply(namespace, body, cluster).returncode == 0
+    st = wait_running("clicks", namespace, cluster, V2)
+    restored = str(st["job"]["restoredFrom"])
+    assert restored.startswith(f"s3://{s3_bucket}/clicks/checkpoints/"), restored
+    assert "/forks/" not in restored
+    # A suspend in savepoint mode ends with the job's exact final positions.
+    body["spec"]["upgradeMode"] = "savepoint"
+    final = suspend("clicks", namespace, cluster, body)
+    check_counts(out, final["status"]["sources"])
+
+
+V4_RENAMED = "rewind-examples/post-analytics:v4-renamed-uid"
+
+
+def test_a_preflight_refuses_an_upgrade_that_cannot_restore_while_v1_runs_on(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    body = app_body("pa", s3_bucket, out)
+    assert apply(namespace, body, cluster).returncode == 0
+    wait_running("pa", namespace, cluster, V1)
+    wait_until(
+        "a first checkpoint of v1",
+        lambda: (app_status("pa", namespace, cluster).get("job") or {}).get("lastCheckpoint"),
+    )
+    [engine_pod] = [p["metadata"]["name"] for p in items("pods", namespace, cluster)]
+    job_id = app_status("pa", namespace, cluster)["job"]["id"]
+
+    # v4 renamed the count's uid: its preflight cannot restore v1's count state.
+    body["spec"]["image"] = V4_RENAMED
+    assert apply(namespace, body, cluster).returncode == 0
+
+    def refused() -> dict[str, Any] | None:
+        st = app_status("pa", namespace, cluster)
+        return st if (st.get("operation") or {}).get("stage") == "refused" else None
+
+    st = refused_status = wait_until("the upgrade to be refused", refused)
+    progressing = condition({"status": st}, "Progressing")
+    assert progressing["reason"] == "PreflightFailed"
+    assert "views-and-clicks" in progressing["message"], progressing["message"]
+    assert V4_RENAMED in progressing["message"]
+    assert st["phase"] == "Running" and st["image"] == V1
+    assert st["lastPreflight"]["passed"] is False
+    assert not savepoints(namespace, cluster, "upgrade"), "v1 was stopped for a refused upgrade"
+    reasons = [e["reason"] for e in events(namespace, "pa", cluster)]
+    assert "PreflightFailed" in reasons
+    # v1 never stopped: the same pod, the same job, and it keeps counting.
+    before = refused_status["job"]["recordsIn"]
+    wait_until(
+        "v1 to keep counting",
+        lambda: app_status("pa", namespace, cluster)["job"]["recordsIn"] > before,
+    )
+    running = [
+        p["metadata"]["name"]
+        for p in items("pods", namespace, cluster)
+        if p["metadata"]["labels"].get("app.kubernetes.io/name") == "rewind-engine"
+    ]
+    assert running == [engine_pod]
+    assert app_status("pa", namespace, cluster)["job"]["id"] == job_id
+
+    # Allowing the dropped state is a new spec: a new preflight passes, the upgrade runs.
+    body["spec"]["restore"] = {"allowNonRestoredState": True}
+    assert apply(namespace, body, cluster).returncode == 0
+    st = wait_running("pa", namespace, cluster, V4_RENAMED)
+    preflight = st["lastPreflight"]
+    assert preflight["passed"] is True and preflight["image"] == V4_RENAMED
+    assert "views-and-clicks" in preflight["message"]
+    took = _seconds(preflight["finishedAt"]) - _seconds(preflight["startedAt"])
+    print(f"the passing preflight took {took:.1f} s (target on the local cluster: under 5 s)")
+    [upgrade] = savepoints(namespace, cluster, "upgrade")
+    assert st["restoredFrom"]["name"] == upgrade["metadata"]["name"]
+    wait_until("the preflight jobs to be deleted", lambda: not items("jobs", namespace, cluster))
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -136,3 +136,64 @@ def test_a_restart_resumes_from_its_own_checkpoint_and_another_deployment_from_r
     assert log_events(tmp_path / "y.log", "job_running")[0]["restored_from"] == sp
     rolled_back = read_jsonl(tmp_path / "out-y" / "counts")
     assert as_multiset(before + rolled_back) == as_multiset(uninterrupted)
+
+
+def test_a_finished_engine_under_the_operator_exits_on_the_first_sigterm(tmp_path: Path) -> None:
+    """Under the operator a job stopped with a savepoint stays up (FINISHED) until its pod
+    is terminated. A SIGTERM that comes before anyone read the stop's result (the kubelet
+    sends one, then SIGKILL after the grace period) must end it at once: it used to be
+    swallowed, and the old version held the upgrade for the whole 60 s grace period."""
+    control = f"127.0.0.1:{free_port()}"
+    proc = start(
+        tmp_path, tmp_path / "x.log", "--control", control, "--",
+        "--out", str(tmp_path / "out"), "--rate", "1000",
+        deployment="X",
+    )  # fmt: skip
+    while (s := status(control, proc)) is None or s["records_out"] < 200:
+        time.sleep(0.05)
+    request = urllib.request.Request(
+        f"http://{control}/stop", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 202
+    while (s := status(control, proc)) is None or s["state"] != "FINISHED":
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    # A hang detector, not a speed limit: the bug waited for a second signal forever.
+    assert proc.wait(timeout=30) == 0
+    [ended] = log_events(tmp_path / "x.log", "job_ended")
+    assert ended["state"] == "FINISHED"
+
+
+def test_restarts_of_one_deployment_share_one_checkpoint_history_and_retention(
+    tmp_path: Path,
+) -> None:
+    """Each restart used to write under a new random job id, and retention counted per
+    job id, so a crash-looping job piled up checkpoint folders without bound. Now the
+    deployment is the job id: one folder, numbering carried on, `--checkpoints-retained`
+    bounding the whole history."""
+    control = f"127.0.0.1:{free_port()}"
+    args = [
+        "--control", control, "--checkpoint-interval", "0.1", "--checkpoints-retained", "2",
+        "--", "--out", str(tmp_path / "out"), "--rate", "2000",
+    ]  # fmt: skip
+    checkpoints = tmp_path / "snapshots" / "checkpoints"
+    seen: list[int] = []
+    for attempt in range(3):
+        proc = start(tmp_path, tmp_path / f"d{attempt}.log", *args, deployment="D")
+        while (s := status(control, proc)) is None or (
+            s["last_checkpoint"] is None
+            or int(s["last_checkpoint"]["id"][4:]) < max(seen, default=0) + 3
+        ):
+            time.sleep(0.05)
+        assert s["job_id"] == "D"
+        seen.append(int(s["last_checkpoint"]["id"][4:]))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [p.name for p in checkpoints.iterdir()] == ["D"]  # one history
+    assert seen == sorted(seen) and len(set(seen)) == 3  # numbering carries on
+    kept = [p for p in (checkpoints / "D").iterdir() if (p / "manifest.json").exists()]
+    # Retention bounds it: 2 kept (a third may complete between prune and the kill).
+    assert 2 <= len(kept) <= 3, sorted(p.name for p in kept)
+    assert f"chk-{seen[-1]}" in {p.name for p in kept}

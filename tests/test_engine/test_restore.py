@@ -171,7 +171,7 @@ def test_a_count_refuses_state_that_is_not_counts_naming_the_uid(tmp_path: Path)
     job = run_job(flow, make_settings(tmp_path / "b", restore=req.target))
     assert job.state == "FAILED"
     error = job.error or ""
-    assert f"cannot restore step 'count' from {req.target}" in error, error
+    assert f"cannot restore from {req.target}: step 'count'" in error, error
     assert "a count must be an integer, got float" in error, error
 
 

@@ -21,6 +21,7 @@ from rewind_engine.snapshots import (
     describe,
     dispose,
     latest,
+    lineage,
     list_snapshots,
     open_storage,
     prune,
@@ -48,7 +49,7 @@ def keyed_state() -> dict[int, dict[Any, Any]]:
     return state
 
 
-def write_snapshot(uri: str, parallelism: int = 2, **kwargs: Any) -> None:
+def write_snapshot(uri: str, parallelism: int = 2, app: str | None = None, **kwargs: Any) -> None:
     state = keyed_state()
     writer = SnapshotWriter(
         uri,
@@ -58,7 +59,7 @@ def write_snapshot(uri: str, parallelism: int = 2, **kwargs: Any) -> None:
             job_id=kwargs.pop("job_id", "job-1"),
             flow="flow.py",
             max_parallelism=MAXP,
-            extra={"image": "posts:v1", "spec_hash": "abc"},
+            extra={"image": "posts:v1", "spec_hash": "abc", **({"app": app} if app else {})},
         ),
         **kwargs,
     )
@@ -308,11 +309,39 @@ def test_list_and_latest(tmp_path: Path) -> None:
     assert latest((tmp_path / "nothing-here").as_uri()) is None
 
 
+def test_latest_sees_only_the_apps_own_lineage(tmp_path: Path) -> None:
+    """A fork's location nested inside its original's (the old `rewind fork` default)
+    and snapshots another app wrote into this location never count as this app's."""
+    location = tmp_path.as_uri()
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    own = checkpoint_uri(location, "job-1", 1)
+    write_snapshot(own, kind="checkpoint", snapshot_id=1, created_at=t0, app="ns/clicks")
+    legacy = f"{location}/savepoints/ns/before-apps"  # written before apps were recorded
+    write_snapshot(legacy, created_at=t0 - timedelta(days=1))
+    fork = checkpoint_uri(f"{location}/forks/clicks-fork", "job-9", 98)
+    write_snapshot(
+        fork, kind="checkpoint", snapshot_id=98, created_at=t0 + timedelta(hours=1),
+        app="ns/clicks-fork",
+    )  # fmt: skip
+    intruder = checkpoint_uri(location, "job-7", 5)
+    write_snapshot(
+        intruder, kind="checkpoint", snapshot_id=5, created_at=t0 + timedelta(hours=2),
+        app="ns/other",
+    )  # fmt: skip
+    assert latest(location, app="ns/clicks") == own
+    assert [i.uri for i in lineage(location, app="ns/clicks")] == [own, legacy]
+    # Without an identity every snapshot in the location's own folders counts, and
+    # still nothing below another app's nested location.
+    assert [i.uri for i in lineage(location)] == [intruder, own, legacy]
+    assert latest(f"{location}/forks/clicks-fork", app="ns/clicks-fork") == fork
+    assert lineage(location, app="ns/clicks")[0].app == "ns/clicks"
+
+
 def test_latest_refuses_to_skip_a_newer_format(tmp_path: Path) -> None:
     location = tmp_path.as_uri()
-    write_snapshot(f"{location}/old", created_at=datetime(2025, 1, 1, tzinfo=UTC))
-    write_snapshot(f"{location}/new", created_at=datetime(2025, 1, 2, tzinfo=UTC))
-    path = tmp_path / "new" / "manifest.json"
+    write_snapshot(f"{location}/savepoints/old", created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    write_snapshot(f"{location}/savepoints/new", created_at=datetime(2025, 1, 2, tzinfo=UTC))
+    path = tmp_path / "savepoints" / "new" / "manifest.json"
     raw = json.loads(path.read_text())
     raw["format_version"] = FORMAT_VERSION + 1
     path.write_text(json.dumps(raw))
@@ -366,7 +395,7 @@ def test_describe_and_render(snapshot: str) -> None:
     for needle in (
         "savepoint sp-1",
         "count  parallelism 2",
-        "subtask 1: key groups 8-15",
+        "subtask 1: key groups [8, 16)",
         "source positions:",
         "part-0: 17",
         "image:",

@@ -80,6 +80,6 @@ def test_enums_bounds_and_names() -> None:
             "additionalPrinterColumns"
         ]
     ]
-    assert columns == ["Phase", "Ready", "Image", "Last savepoint", "Age"]
+    assert columns == ["Phase", "Ready", "Health", "Workers", "Image", "Last savepoint", "Age"]
     for crd in crds.values():
         assert crd["spec"]["versions"][0]["subresources"] == {"status": {}}

@@ -9,8 +9,8 @@ same as an operator restarted at that point.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,220 +18,31 @@ from rewind_operator.actions import (
     ApplyWorkload,
     CreateSavepoint,
     DeleteSavepoint,
-    EmitEvent,
 )
-from rewind_operator.decide import (
-    Change,
-    Decision,
-    classify,
-    condition,
-    decide,
-    retention_victims,
+from rewind_operator.changes import Change, classify
+from rewind_operator.conditions import condition
+from rewind_operator.decide import decide
+from rewind_operator.models import StreamAppSpec, StreamAppStatus
+from rewind_operator.observed import AppObserved
+from rewind_operator.policy import savepoint_name
+from rewind_operator.retention import retention_victims
+
+from tests.test_operator.appworld import (
+    OBSERVATIONS,
+    POLICY,
+    T0,
+    UID,
+    Story,
+    cond,
+    cond_of,
+    events,
+    make_app,
+    of_type,
+    roundtrip,
+    running_story,
+    sp_obs,
+    spec,
 )
-from rewind_operator.models import StreamApp, StreamAppSpec, StreamAppStatus
-from rewind_operator.observed import AppObserved, DeploymentObs, PodObs, SavepointObs
-from rewind_operator.policy import Policy, savepoint_name
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-UID = "0123456789abcdef"
-POLICY = Policy(upgrade_retry_delay=timedelta(seconds=30))
-
-
-def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "image": "post-analytics:v1",
-        "flow": "flow.py",
-        "snapshots": {"location": "s3://bucket/apps/pa", "credentialsSecret": "s3-creds"},
-        "rollback": {"readinessTimeout": "60s"},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return base
-
-
-def make_app(
-    spec_data: dict[str, Any] | None = None,
-    status: StreamAppStatus | None = None,
-    generation: int = 1,
-    deleting: bool = False,
-) -> StreamApp:
-    meta: dict[str, Any] = {
-        "name": "pa",
-        "namespace": "ns",
-        "uid": UID,
-        "generation": generation,
-    }
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T12:00:00Z"
-    return StreamApp.model_validate(
-        {
-            "metadata": meta,
-            "spec": spec_data or spec(),
-            "status": (status or StreamAppStatus()).dump(),
-        }
-    )
-
-
-def roundtrip(status: StreamAppStatus) -> StreamAppStatus:
-    """What the API server gives back: JSON, camelCase, no Python objects."""
-    return StreamAppStatus.model_validate(status.dump())
-
-
-def events(decision: Decision) -> list[tuple[str, str]]:
-    return [(a.type, a.reason) for a in decision.actions if isinstance(a, EmitEvent)]
-
-
-def of_type(decision: Decision, kind: type) -> list[Any]:
-    return [a for a in decision.actions if isinstance(a, kind)]
-
-
-def cond(decision: Decision, type_: str) -> tuple[str, str]:
-    c = condition(decision.status, type_)
-    assert c is not None, f"no {type_} condition"
-    return c.status, c.reason
-
-
-def ready_pod(digest: str, name: str = "pa-engine-1") -> PodObs:
-    return PodObs(name=name, workload_hash=digest, ip="127.0.1.2", phase="Running", ready=True)
-
-
-def sp_obs(
-    name: str, phase: str, *, reason: str = "upgrade", age: float = 0, **kw: Any
-) -> SavepointObs:
-    created = T0 - timedelta(seconds=age)
-    done = created + timedelta(seconds=1) if phase == "Completed" else None
-    path = kw.pop("path", f"s3://bucket/apps/pa/savepoints/ns/{name}/")
-    return SavepointObs(
-        name=name,
-        app=kw.pop("app", "pa"),
-        reason=reason,
-        phase=phase,
-        created_at=created,
-        completed_at=done,
-        path=path if phase in ("Completed", "InProgress") else None,
-        error=kw.pop("error", "boom" if phase in ("Failed", "Abandoned") else None),
-        app_uid=UID,
-        **kw,
-    )
-
-
-# --------------------------------------------------------------------------- the world
-
-
-@dataclass
-class World:
-    """A simulated cluster: what `act` would have done, as `observe` would see it."""
-
-    deployment: DeploymentObs | None = None
-    restore: str | None = None
-    pods: list[PodObs] = field(default_factory=list)
-    savepoints: dict[str, SavepointObs] = field(default_factory=dict)
-    broken_images: set[str] = field(default_factory=set)
-    storage_down: bool = False
-    stored: tuple[str, ...] = ()
-    created: list[str] = field(default_factory=list)
-    images_started: list[tuple[str, str | None]] = field(default_factory=list)
-
-    def observed(self) -> AppObserved:
-        return AppObserved(
-            deployment=self.deployment,
-            pods=tuple(self.pods),
-            savepoints=tuple(self.savepoints.values()),
-            secret_exists=True,
-            stored_snapshots=self.stored,
-        )
-
-    def apply(self, decision: Decision, now: datetime) -> None:
-        for action in decision.actions:
-            if isinstance(action, ApplyWorkload):
-                changed = (
-                    self.deployment is None
-                    or self.deployment.workload_hash != action.workload_hash
-                    or self.deployment.replicas != action.replicas
-                )
-                self.deployment = DeploymentObs(action.workload_hash, action.replicas)
-                if changed:
-                    self.pods = []
-                    if action.replicas:
-                        self.images_started.append((action.spec.image, action.restore))
-                        broken = action.spec.image in self.broken_images
-                        self.pods = [
-                            PodObs(
-                                name=f"pa-engine-{len(self.images_started)}",
-                                workload_hash=action.workload_hash,
-                                phase="Running",
-                                ready=not broken,
-                                restarts=5 if broken else 0,
-                                waiting_reason="CrashLoopBackOff" if broken else None,
-                            )
-                        ]
-            elif isinstance(action, CreateSavepoint):
-                if action.name not in self.savepoints:
-                    self.created.append(action.name)
-                    self.savepoints[action.name] = sp_obs(
-                        action.name, "Pending", reason=action.reason
-                    )
-                    self.savepoints[action.name] = replace(
-                        self.savepoints[action.name], created_at=now
-                    )
-            elif isinstance(action, DeleteSavepoint):
-                self.savepoints.pop(action.name, None)
-
-    def run_savepoints(self, now: datetime) -> None:
-        """The Savepoint controller and the engine, in one step."""
-        for name, sp in list(self.savepoints.items()):
-            if sp.phase in ("Pending", "InProgress"):
-                if self.storage_down:
-                    self.savepoints[name] = replace(sp, phase="Failed", error="S3 unreachable")
-                else:
-                    self.savepoints[name] = replace(
-                        sp,
-                        phase="Completed",
-                        path=f"s3://bucket/apps/pa/savepoints/ns/{name}/",
-                        completed_at=now,
-                    )
-                    if sp.reason in ("upgrade", "suspend", "delete"):  # stop-with-savepoint
-                        self.pods = [replace(p, ready=False) for p in self.pods]
-
-
-@dataclass
-class Story:
-    """Runs the operator loop: decide on the stored status, act, let the world move."""
-
-    world: World = field(default_factory=World)
-    spec_data: dict[str, Any] = field(default_factory=spec)
-    generation: int = 1
-    status: StreamAppStatus = field(default_factory=StreamAppStatus)
-    now: datetime = T0
-    log: list[tuple[str, str]] = field(default_factory=list)
-
-    def change(self, **overrides: Any) -> None:
-        self.spec_data = spec(**{**self._overrides, **overrides})
-        self._overrides = {**self._overrides, **overrides}
-        self.generation += 1
-
-    _overrides: dict[str, Any] = field(default_factory=dict)
-
-    def step(self, seconds: float = 1, *, savepoints: bool = True) -> Decision:
-        self.now += timedelta(seconds=seconds)
-        app = make_app(self.spec_data, self.status, self.generation)
-        decision = decide(app, self.world.observed(), self.now, POLICY)
-        self.world.apply(decision, self.now)
-        self.status = roundtrip(decision.status)
-        self.log += events(decision)
-        if savepoints:
-            self.world.run_savepoints(self.now)
-        return decision
-
-    def settle(self, steps: int = 8, seconds: float = 1) -> Decision:
-        decision = self.step(seconds)
-        for _ in range(steps):
-            decision = self.step(seconds)
-        return decision
-
 
 # --------------------------------------------------------------------------- classify
 
@@ -311,6 +122,21 @@ def test_first_deploy_from_failed_savepoint_is_refused() -> None:
     d = story.step(savepoints=False)
     assert not of_type(d, ApplyWorkload)
     assert "Failed" in (condition(d.status, "Ready") or pytest.fail()).message
+
+
+def test_empty_state_guard_points_at_the_newest_state() -> None:
+    story = Story()
+    for name, age in [("pa-old", 9000), ("pa-newest", 60), ("pa-mid", 600)]:
+        story.world.savepoints[name] = sp_obs(name, "Completed", reason="periodic", age=age)
+    story.world.stored = (
+        "s3://bucket/apps/pa/checkpoints/j1/chk-9",
+        "s3://bucket/apps/pa/checkpoints/j1/chk-4",
+    )
+    ready = condition(story.step(savepoints=False).status, "Ready")
+    assert ready is not None
+    assert "spec.restore.savepoint: pa-newest" in ready.message
+    assert "spec.restore.path: latest" in ready.message and "chk-9" in ready.message
+    assert "pa-old" not in ready.message
 
 
 def test_first_deploy_from_path() -> None:
@@ -422,16 +248,6 @@ def test_max_parallelism_cannot_change_on_stateful_upgrade() -> None:
 
 
 # --------------------------------------------------------------------------- upgrades
-
-
-def running_story(**overrides: Any) -> Story:
-    story = Story()
-    if overrides:
-        story.change(**overrides)
-    story.settle(3)
-    assert story.status.phase == "Running", story.status
-    story.log.clear()
-    return story
 
 
 def test_upgrade_takes_savepoint_then_deploys_new_image_from_it() -> None:
@@ -558,12 +374,6 @@ def test_new_version_not_ready_is_rolled_back_from_the_same_savepoint() -> None:
     assert cond_of(story.status, "Degraded") == ("False", "Healthy")
 
 
-def cond_of(status: StreamAppStatus, type_: str) -> tuple[str, str]:
-    c = condition(status, type_)
-    assert c is not None
-    return c.status, c.reason
-
-
 def test_slow_new_version_rolls_back_after_readiness_timeout() -> None:
     story = running_story()
     story.change(image="v2")
@@ -577,6 +387,24 @@ def test_slow_new_version_rolls_back_after_readiness_timeout() -> None:
     [apply] = of_type(d, ApplyWorkload)
     assert apply.spec.image == "post-analytics:v1"
     assert d.status.phase == "RollingBack"
+
+
+def test_a_first_crash_loop_back_off_waits_for_crash_restarts_before_rolling_back() -> None:
+    """The kubelet backs off after the first crash; the chart's `crashRestarts` (3 by
+    default) is what counts as crashing, so one restart is no reason to roll back yet."""
+    story = running_story()
+    story.change(image="v2")
+    story.step()  # savepoint
+    assert of_type(story.step(), ApplyWorkload)  # deploy v2
+    once = [replace(p, ready=False, restarts=1, waiting_reason="CrashLoopBackOff") for p in
+            story.world.pods]  # fmt: skip
+    story.world.pods = once
+    d = story.step(5)
+    assert d.status.phase == "Upgrading" and not of_type(d, ApplyWorkload)
+    story.world.pods = [replace(p, restarts=3) for p in once]
+    d = story.step(5)
+    [apply] = of_type(d, ApplyWorkload)
+    assert apply.spec.image == "post-analytics:v1" and d.status.phase == "RollingBack"
 
 
 def test_no_rollback_when_disabled_reports_failed() -> None:
@@ -777,6 +605,18 @@ def test_retention_by_age_and_failed_ones() -> None:
     assert victims == ["old", "failed"]
 
 
+def test_retention_removes_failed_attempts_the_operator_made_once_a_newer_one_completed() -> None:
+    sps = [
+        sp_obs("up-try-1", "Failed", reason="upgrade", age=600),
+        sp_obs("suspend-gone", "Abandoned", reason="suspend", age=500),
+        sp_obs("mine", "Failed", reason="manual", age=400),
+        sp_obs("up-try-2", "Completed", reason="upgrade", age=300),
+        sp_obs("up-later", "Failed", reason="upgrade", age=100),  # newer than any success
+    ]
+    victims = retention_victims(sps, count=5, max_age=None, protected=set(), now=T0)
+    assert victims == ["up-try-1", "suspend-gone"]
+
+
 def test_retention_never_deletes_the_newest_even_if_old() -> None:
     sps = [sp_obs("only", "Completed", reason="periodic", age=99999)]
     assert (
@@ -866,26 +706,6 @@ def _status_in(phase: str) -> tuple[Story, StreamAppStatus]:
     return story, story.status
 
 
-OBSERVATIONS = {
-    "nothing": lambda w: replace(w, deployment=None, pods=[], savepoints={}),
-    "deployment-gone": lambda w: replace(w, deployment=None, pods=[]),
-    "pods-gone": lambda w: replace(w, pods=[]),
-    "pod-not-ready": lambda w: replace(w, pods=[replace(p, ready=False) for p in w.pods]),
-    "pod-crashlooping": lambda w: replace(
-        w,
-        pods=[
-            replace(p, ready=False, restarts=7, waiting_reason="CrashLoopBackOff") for p in w.pods
-        ],
-    ),
-    "pod-deleting": lambda w: replace(
-        w, pods=[replace(p, deleting=True, ready=False) for p in w.pods]
-    ),
-    "savepoints-failed": lambda w: replace(
-        w, savepoints={k: replace(v, phase="Failed", error="x") for k, v in w.savepoints.items()}
-    ),
-    "savepoints-deleted": lambda w: replace(w, savepoints={}),
-    "as-before": lambda w: w,
-}
 PHASES = ["Running", "Deploying", "Upgrading", "RollingBack", "Suspending", "Suspended", "Blocked"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,15 @@ from rewind_operator.actions import DisposeData, EmitEvent, TriggerSavepoint
 from rewind_operator.decide_savepoint import decide_savepoint, fold_trigger
 from rewind_operator.models import Savepoint, SavepointStatus
 from rewind_operator.observed import ManifestObs, SavepointObserved, TriggerObs
-from rewind_operator.policy import Policy, savepoint_target
+from rewind_operator.policy import savepoint_target
+from rewind_operator.settings import DEFAULT_POLICY
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-POLICY = Policy(savepoint_backoff=timedelta(seconds=2), savepoint_backoff_max=timedelta(seconds=10))
+POLICY = replace(
+    DEFAULT_POLICY,
+    savepoint_backoff=timedelta(seconds=2),
+    savepoint_backoff_max=timedelta(seconds=10),
+)
 LOCATION = "s3://bucket/apps/pa"
 TARGET = savepoint_target(LOCATION, "ns", "sp1")
 
@@ -167,6 +173,21 @@ def test_register_existing_path() -> None:
         T0,
     )
     assert d.status.phase == "Failed" and "NoSuchKey" in (d.status.error or "")
+
+
+@pytest.mark.parametrize("app_exists", [True, False])
+def test_a_corrupt_registered_savepoint_fails_at_once_naming_the_file(app_exists: bool) -> None:
+    path = "s3://bucket/copied/sp-1"
+    bad = f"{path}/count-0.msgpack has sha256 abc, expected def"
+    d = decide_savepoint(
+        make_sp(path=path, backoffLimit=3),
+        SavepointObserved(app_exists=app_exists, corrupt=bad),
+        T0,
+    )
+    assert d.status.phase == "Failed" and d.status.failures == 1
+    assert d.status.error is not None and "count-0.msgpack" in d.status.error
+    [event] = [a for a in d.actions if isinstance(a, EmitEvent)]
+    assert event.reason == "SavepointFailed" and "count-0.msgpack" in event.message
 
 
 @pytest.mark.parametrize("app_exists", [True, False])

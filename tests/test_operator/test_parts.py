@@ -162,7 +162,12 @@ def test_bad_settings_are_refused(env: dict[str, str]) -> None:
 
 
 def test_settings_fields_are_documented() -> None:
-    for cls in (settings.Settings, settings.ServerSettings, settings.ReconcileSettings):
+    for cls in (
+        settings.Settings,
+        settings.ServerSettings,
+        settings.ReconcileSettings,
+        settings.StorageSettings,
+    ):
         lines = inspect.getsource(cls).splitlines()
         for f in dataclasses.fields(cls):
             at = next(i for i, line in enumerate(lines) if line.startswith(f"    {f.name}:"))
@@ -232,8 +237,21 @@ def test_fork_spec_restores_from_the_savepoint_into_its_own_location() -> None:
     spec = cli.fork_spec(original, "pa-sp", "pa-b", "pa:v2b", None)
     assert spec["restore"] == {"savepoint": "pa-sp", "allowNonRestoredState": False}
     assert spec["image"] == "pa:v2b" and spec["state"] == "running"
-    assert spec["snapshots"]["location"] == "s3://b/pa/forks/pa-b"
+    assert spec["snapshots"]["location"] == "s3://b/pa-b"
     StreamAppSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize(
+    ("location", "fork"),
+    [
+        ("s3://b/apps/clicks", "s3://b/apps/clicks-fork"),
+        ("s3://b/apps/clicks/", "s3://b/apps/clicks-fork"),
+        ("s3://b", "s3://b/clicks-fork"),
+        ("file:///tmp/snap/clicks", "file:///tmp/snap/clicks-fork"),
+    ],
+)
+def test_a_forks_default_location_is_a_sibling_of_the_original(location: str, fork: str) -> None:
+    assert cli.sibling_location(location, "clicks-fork") == fork
 
 
 def test_cli_parses_cluster_commands() -> None:
@@ -251,7 +269,7 @@ def test_savepoint_rows() -> None:
         {
             "metadata": {"name": "b", "creationTimestamp": "2026-01-01T00:00:02Z"},
             "spec": {"app": "pa", "reason": "periodic"},
-            "status": {"phase": "Completed", "sizeBytes": 10, "path": "s3://x/b/"},
+            "status": {"phase": "Completed", "sizeBytes": 2765, "path": "s3://x/b/"},
         },
         {
             "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:01Z"},
@@ -260,7 +278,7 @@ def test_savepoint_rows() -> None:
     ]
     rows = cli.savepoint_rows(items, None)
     assert [r[0] for r in rows] == ["a", "b"]
-    assert rows[1][2:5] == ["periodic", "Completed", "10"]
+    assert rows[1][2:5] == ["periodic", "Completed", "2.7 KiB"]
     assert [r[0] for r in cli.savepoint_rows(items, "pa")] == ["b"]
 
 
@@ -282,16 +300,20 @@ def test_metrics_phases_and_outcomes() -> None:
     assert (REGISTRY.get_sample_value("rewind_savepoint_duration_seconds_count", labels) or 0) >= 1
 
 
-def test_timer_chatter_is_not_logged() -> None:
+def test_handler_chatter_is_not_logged() -> None:
     stream = io.StringIO()
     logs.configure("info", "json")
     root = logging.getLogger()
     root.handlers[0].stream = stream  # type: ignore[attr-defined]
     try:
-        logging.getLogger("kopf.objects").info("Timer 'app_timer' succeeded.")
-        logging.getLogger("kopf.objects").error("Timer 'app_timer' failed with an exception.")
+        kopf_log = logging.getLogger("kopf.objects")
+        kopf_log.info("Timer 'app_timer' succeeded.")
+        kopf_log.info("Handler 'app_create' succeeded.")
+        kopf_log.info("Creation is processed: 1 succeeded; 0 failed.")
+        kopf_log.error("Timer 'app_timer' failed with an exception.")
+        kopf_log.warning("Handler 'app_create' succeeded.")  # odd, but not chatter at info
     finally:
         structlog.reset_defaults()
         root.handlers.clear()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 1 and "failed" in lines[0]
+    assert len(lines) == 2 and "failed with" in lines[0] and "warning" in lines[1]

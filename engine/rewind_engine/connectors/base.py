@@ -16,7 +16,9 @@ What must stay true:
 - `SinkWriter.commit` is idempotent: after a crash the same committable may be
   committed again (it comes back in `Sink.open(restored=...)`).
 - The runtime calls every method of one reader/writer from one thread; connectors need
-  no locks of their own.
+  no locks of their own. A writer may run its commits on a thread of its own (so the
+  job's loop and control API never wait for a stalled destination): it then reports
+  them through `committing()`, and the job finishes only once that returns None.
 
 See docs/CONTRACTS.md ("Engine internals: connectors").
 """
@@ -30,12 +32,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SourceContext:
-    """Where a split reader runs: the step's uid, the subtask index and the job."""
+    """Where a split reader runs: the step's uid, the subtask index and the job.
+
+    `app` is the application's identity (stable across restarts and versions of one
+    app, distinct between apps): what names the source's consumer group."""
 
     step_uid: str
     subtask: int
     parallelism: int
     job_id: str
+    app: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class SinkContext:
 
     `attempt` is unique per engine process (a restart gets a new one), so that files a
     writer creates never collide with those of an earlier attempt of the same job.
+    `app` is the application's identity (stable across restarts and versions of one app,
+    distinct between apps): what names a transactional sink's ids.
     """
 
     step_uid: str
@@ -51,6 +59,7 @@ class SinkContext:
     parallelism: int
     job_id: str
     attempt: str = ""
+    app: str = ""
 
 
 @dataclass
@@ -124,6 +133,20 @@ class SinkWriter(ABC):
     @abstractmethod
     def commit(self, checkpoint_id: int, committable: Any) -> None:
         """Make a pre-committed stage visible. Idempotent. Called after manifest.json."""
+
+    def wait_durable(self, checkpoint_id: int) -> None:  # noqa: B027 - optional hook
+        """Block until what was written before `pre_commit(checkpoint_id)` is durable.
+
+        Runs on the snapshot thread (not the job's loop) before the snapshot's manifest
+        is written; an error fails that snapshot. For sinks whose writes go out at once
+        (at-least-once Kafka): a completed snapshot must never miss output before it."""
+
+    def committing(self) -> str | None:
+        """None unless a commit runs in the background; then what it waits for (shown in
+        `/status`, e.g. a broker that does not answer). Raises the error a background
+        commit ended with, so the job fails on its own thread. Writers whose `commit`
+        runs inline keep the default."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or connections; staged but uncommitted output stays staged."""

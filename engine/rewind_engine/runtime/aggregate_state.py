@@ -30,6 +30,7 @@ a capture (the state was replaced) is rebuilt, never trusted.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,18 +124,39 @@ class KeyIndex:
         return self._order, self._counts
 
 
+LEARN_STEP = 1 << 15
+"""`columns_by_key_group_steps` learns (hashes) this many new keys per step (~1-5 ms)."""
+
+
 def columns_by_key_group(
     capture: AggregateCapture, index: KeyIndex, grouper: KeyGrouper
 ) -> dict[int, Columns]:
     """{key group: Columns} of a capture; `index` learns the capture's new keys."""
+    steps = columns_by_key_group_steps(capture, index, grouper)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def columns_by_key_group_steps(
+    capture: AggregateCapture, index: KeyIndex, grouper: KeyGrouper
+) -> Generator[None, None, dict[int, Columns]]:
+    """`columns_by_key_group` in steps: yields after each `LEARN_STEP` new keys and
+    before the gather, so that the task's thread can process batches in between (the
+    capture's keys are append-only, so they stay valid meanwhile)."""
     keys, size, values = capture.keys, capture.size, capture.values
     if len(values) != size:
         raise ValueError(f"a capture of {size} keys holds {len(values)} values")
     n = grouper.max_parallelism
     if index.size > size or not index.matches(keys):
         index.reset()  # the state was replaced: start afresh
-    index.learn(keys, size, grouper)
+    while index.size < size:
+        index.learn(keys, min(size, index.size + LEARN_STEP), grouper)
+        yield
     order, counts = index.order(n)
+    yield
     key_column: Column = [] if index.column is None else index.column.gather(order)
     array = values if isinstance(values, np.ndarray) else value_column(values)
     value_col = _gather(values, array, order)

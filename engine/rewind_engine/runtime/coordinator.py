@@ -7,10 +7,12 @@ How a snapshot (checkpoint or savepoint) commits, step by step:
 2. Each source subtask records its split positions and emits the barrier; every other
    subtask aligns the barrier on all inputs, captures its state (quick copies) and
    forwards it. Sinks pre-commit at that moment (their staged output is part of n).
-3. Each capture is grouped by key group and queued with `add_subtask` on a background
-   thread; encoding, checksums and uploads run there too. Processing never waits.
-4. When every subtask has acknowledged, `finish()` (background) waits for the files and
-   writes `manifest.json` LAST. Only then does snapshot n exist.
+3. Each capture is grouped by key group and encoded on the scheduler's thread, in
+   slices between batches (snapshot_work.py: a background thread would be starved of
+   the GIL by the busy task loop), and its bytes are queued with `add_encoded`; the
+   uploads run on background threads. Processing pauses only for a slice at a time.
+4. When every subtask has acknowledged and been encoded, `finish()` (background) waits
+   for the files and writes `manifest.json` LAST. Only then does snapshot n exist.
 5. Back on the scheduler's thread, every sink commits what it pre-committed up to n
    (idempotent; a crash before this step is repaired on restore, because the
    committables are in the snapshot). Old checkpoints are pruned (never savepoints).
@@ -19,12 +21,17 @@ How a snapshot (checkpoint or savepoint) commits, step by step:
    staged output is committed with the next successful snapshot.
 
 One snapshot is in flight at a time; requests queue behind it.
+
+One worker of several (`part_mode`): step 4 writes the worker's part file instead of
+the manifest and reports it (`on_part`); the snapshot stays in flight until the job's
+coordinator says the global manifest exists (`complete_global`, then step 5) or that
+the snapshot failed somewhere (`fail_global`). See worker.py and global_checkpoint.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +41,9 @@ import structlog
 
 from .. import snapshots
 from ..keys import KeyGrouper, key_group_range
+from ..snapshots import encoder
 from .operators import Capture
+from .snapshot_work import SnapshotWork
 from .tasks import SourceTask, TaskBase
 
 log = structlog.get_logger("rewind.checkpoint")
@@ -64,6 +73,14 @@ class SnapshotRequest:
     result_read: bool = False
     """Set once a client has read the final result (the engine lingers until then)."""
 
+    def complete(self, size_bytes: int | None, sources: Any, duration_s: float) -> None:
+        """Mark it COMPLETED (its manifest exists)."""
+        self.status = COMPLETED
+        self.size_bytes = size_bytes
+        self.sources = sources
+        self.completed_at = datetime.now(UTC).isoformat()
+        self.duration_s = duration_s
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -92,8 +109,13 @@ class _InFlight:
     expected: int
     started: float
     acked: int = 0
-    preps: list[Future[None]] = field(default_factory=list)
-    finish: Future[snapshots.Manifest] | None = None
+    encoding: int = 0
+    """Captures acknowledged whose slices have not run to their end yet."""
+    errors: list[BaseException] = field(default_factory=list)
+    before_manifest: list[Callable[[], None]] = field(default_factory=list)
+    """Waits that must end before the manifest is written (run on the prep thread)."""
+    finish: Future[Any] | None = None
+    part_reported: bool = False
 
 
 class Coordinator:
@@ -109,6 +131,8 @@ class Coordinator:
         on_complete: Callable[[SnapshotRequest], None],
         on_failed: Callable[[SnapshotRequest], None],
         first_checkpoint_id: int = 1,
+        part: Callable[[snapshots.SnapshotWriter], snapshots.WorkerPart] | None = None,
+        on_part: Callable[[SnapshotRequest, snapshots.WorkerPart], None] | None = None,
     ) -> None:
         self.tasks = tasks
         self.sources = [t for t in tasks if isinstance(t, SourceTask)]
@@ -119,9 +143,13 @@ class Coordinator:
         self._on_complete = on_complete
         self._on_failed = on_failed
         self.next_checkpoint_id = first_checkpoint_id
+        self._part = part
+        self._on_part = on_part
         self._queue: list[SnapshotRequest] = []
         self._in_flight: _InFlight | None = None
-        # One worker: preps run in order and `finish` runs after all of a snapshot's preps.
+        self.work = SnapshotWork()
+        """Grouping and encoding of captures, run by the job's loop (`run_work`)."""
+        # One worker: `finish` (waits for uploads, writes the manifest), aborts, pruning.
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="rewind-snapshot-prep")
         self.requests: dict[str, SnapshotRequest] = {}
 
@@ -167,33 +195,101 @@ class Coordinator:
         flight.acked += 1
         op = task.operator
         if isinstance(task, SourceTask) or (op is not None and op.stateful):
-            flight.preps.append(self._prep.submit(self._add, flight, task, capture))
-        if flight.acked == flight.expected:
-            flight.finish = self._prep.submit(self._finish, flight)
+            flight.encoding += 1
 
-    def _add(self, flight: _InFlight, task: TaskBase, capture: Capture) -> None:
+            def failed(exc: BaseException) -> None:
+                flight.errors.append(exc)
+                self._encoded(flight)
+
+            if capture.before_manifest is not None:
+                # e.g. a sink's wait for its records' acknowledgements: off the loop,
+                # before the manifest (see _finish)
+                flight.before_manifest.append(capture.before_manifest)
+            self.work.add(self._add(flight, task, capture), failed)
+        self._maybe_finish(flight)
+
+    def run_work(self, tasks_idle: bool) -> bool:
+        """Called every scheduler round: a slice of snapshot work; True if any ran."""
+        return self.work.run(tasks_idle)
+
+    def _add(
+        self, flight: _InFlight, task: TaskBase, capture: Capture
+    ) -> Generator[None, None, None]:
+        """One capture's work, in steps: group, encode, queue the upload."""
         op = task.operator
         keyed: dict[int, Any] = {}
         if op is not None and capture.keyed is not None:
-            keyed = op.group(capture.keyed, self._grouper)
+            keyed = yield from op.group_steps(capture.keyed, self._grouper)
+        encoded = yield from encoder.encode_steps(
+            task.uid, task.index, keyed, capture.operator_state, file_sha256=False
+        )
         positions = None
         if isinstance(task, SourceTask):
             positions = capture.operator_state["splits"]
         kg_range = key_group_range(task.index, task.parallelism, self._max_parallelism)
-        flight.writer.add_subtask(
-            task.uid,
-            task.index,
-            task.parallelism,
-            kg_range,
-            keyed,
-            capture.operator_state,
-            source_positions=positions,
+        flight.writer.add_encoded(
+            task.uid, task.index, task.parallelism, kg_range, encoded, source_positions=positions
         )
+        self._encoded(flight)
 
-    def _finish(self, flight: _InFlight) -> snapshots.Manifest:
-        for prep in flight.preps:
-            prep.result()  # re-raise a grouping/validation error as the snapshot's failure
+    def _encoded(self, flight: _InFlight) -> None:
+        flight.encoding -= 1
+        self._maybe_finish(flight)
+
+    def _maybe_finish(self, flight: _InFlight) -> None:
+        if (
+            flight.acked == flight.expected
+            and flight.encoding == 0
+            and flight.finish is None
+            and flight is self._in_flight
+        ):
+            flight.finish = self._prep.submit(self._finish, flight)
+
+    def _finish(self, flight: _InFlight) -> Any:
+        if flight.errors:
+            raise flight.errors[0]  # a grouping/encoding error is the snapshot's failure
+        for wait in flight.before_manifest:
+            wait()
+        if self._part is not None:
+            return self._part(flight.writer)
         return flight.writer.finish()
+
+    @property
+    def in_flight(self) -> SnapshotRequest | None:
+        return self._in_flight.request if self._in_flight is not None else None
+
+    def complete_global(self, checkpoint_id: int, size_bytes: int, sources: Any) -> None:
+        """Part mode: the global manifest of `checkpoint_id` exists (step 5 follows)."""
+        flight = self._in_flight
+        if flight is None or flight.request.checkpoint_id != checkpoint_id:
+            return
+        self._in_flight = None
+        self._complete(flight, size_bytes, sources)
+        self._start_next()
+
+    def fail_global(self, checkpoint_id: int, error: str) -> None:
+        """Part mode: the snapshot failed (on this worker or another one)."""
+        flight = self._in_flight
+        if flight is None or flight.request.checkpoint_id != checkpoint_id:
+            return
+        self._in_flight = None
+        self.work.clear()
+        self._prep.submit(flight.writer.abort)
+        self._fail(flight.request, error)
+        self._start_next()
+
+    def _complete(self, flight: _InFlight, size_bytes: int | None, sources: Any) -> None:
+        request = flight.request
+        request.complete(size_bytes, sources, time.monotonic() - flight.started)
+        log.info(
+            "snapshot_completed",
+            id=request.id,
+            kind=request.kind,
+            location=request.target,
+            size_bytes=request.size_bytes,
+            duration_s=round(request.duration_s or 0.0, 3),
+        )
+        self._on_complete(request)
 
     def poll(self) -> None:
         """Called every scheduler round: completes, fails or times out the snapshot."""
@@ -201,33 +297,25 @@ class Coordinator:
         if flight is None:
             return
         finish = flight.finish
-        if finish is not None and finish.done():
-            self._in_flight = None
+        if finish is not None and finish.done() and not flight.part_reported:
             request = flight.request
             exc = finish.exception()
+            if exc is None and self._on_part is not None:
+                flight.part_reported = True  # stays in flight until complete_global
+                self._on_part(request, finish.result())
+                return
+            self._in_flight = None
             if exc is not None:
                 self._prep.submit(flight.writer.abort)  # idempotent; removes stray files
                 self._fail(request, str(exc))
             else:
                 manifest = finish.result()
-                request.status = COMPLETED
-                request.size_bytes = manifest.size_bytes
-                request.sources = manifest.sources
-                request.completed_at = datetime.now(UTC).isoformat()
-                request.duration_s = time.monotonic() - flight.started
-                log.info(
-                    "snapshot_completed",
-                    id=request.id,
-                    kind=request.kind,
-                    location=request.target,
-                    size_bytes=request.size_bytes,
-                    duration_s=round(request.duration_s, 3),
-                )
-                self._on_complete(request)
+                self._complete(flight, manifest.size_bytes, manifest.sources)
             self._start_next()
             return
         if time.monotonic() - flight.started > self._timeout_s:
             self._in_flight = None
+            self.work.clear()
             self._prep.submit(flight.writer.abort)
             self._fail(flight.request, f"timed out after {self._timeout_s:g} s")
             self._start_next()
@@ -241,6 +329,7 @@ class Coordinator:
     def close(self) -> None:
         flight = self._in_flight
         self._in_flight = None
+        self.work.clear()
         if flight is not None:
             self._prep.submit(flight.writer.abort)
         # Don't wait: an upload to an unreachable endpoint may retry for a long time.

@@ -3,11 +3,17 @@
 What must stay true: tasks are listed in topological order (sources first); a step fed
 by a key_by gets hash routing (each key reaches the subtask owning its key group);
 equal parallelism means forward (subtask i -> i), anything else rebalance.
+
+With several workers (placement.py) only this worker's subtasks are built; a channel
+whose two ends are on different workers is a remote channel of the exchange
+(exchange.py) on the sending side and a local channel fed by the exchange on the
+receiving side. Forward edges never cross workers (same index, same worker).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from ..connectors.base import SinkContext, SourceContext
 from ..dataflow import (
@@ -37,8 +43,19 @@ from .operators import (
     SinkOp,
     WindowOp,
 )
+from .placement import Placement, edge_topic, partition_of
 from .routing import ForwardRouter, HashRouter, RebalanceRouter, Router
 from .tasks import SnapshotSink, SourceTask, Task, TaskBase
+
+
+class ExchangeSide(Protocol):
+    """What graph building needs of the exchange (exchange.Exchange)."""
+
+    def channel(self, topic: str, partition: int, source: int) -> Channel: ...
+
+    def route(self, topic: str, partition: int, source: int, channel: LocalChannel) -> None: ...
+
+    def bind(self, topic: str, partition: int, task: Task) -> None: ...
 
 
 def _operator(
@@ -48,6 +65,7 @@ def _operator(
     *,
     job_id: str,
     attempt: str,
+    app: str,
     now_ms: Callable[[], int],
 ) -> Operator:
     spec = step.spec
@@ -68,7 +86,7 @@ def _operator(
     if isinstance(spec, UnionSpec):
         return Operator()
     if isinstance(spec, SinkSpec):
-        ctx = SinkContext(step.uid, index, parallelism, job_id, attempt)
+        ctx = SinkContext(step.uid, index, parallelism, job_id, attempt, app)
         return SinkOp(spec.sink, ctx)
     raise TypeError(f"no operator for step {step.uid!r} ({step.kind})")
 
@@ -84,8 +102,18 @@ def build_tasks(
     attempt: str,
     now_ms: Callable[[], int],
     snapshots: SnapshotSink,
+    app: str | None = None,
+    placement: Placement | None = None,
+    exchange: ExchangeSide | None = None,
+    topics: dict[str, int] | None = None,
 ) -> list[TaskBase]:
+    """The subtasks this worker runs. With several workers, `exchange` carries the edges
+    between workers and `topics` receives the exchange topics used (name -> partitions)."""
     flow.validate()
+    app = app or flow.name
+    place = placement or Placement()
+    if place.distributed and exchange is None:
+        raise ValueError("several workers need an exchange")
     par = {s.uid: s.parallelism or parallelism for s in flow.steps}
     for uid, p in par.items():
         try:
@@ -99,26 +127,49 @@ def build_tasks(
     inputs: dict[str, list[list[Channel]]] = {
         s.uid: [[] for _ in range(par[s.uid])] for s in flow.steps
     }
+    binds: list[tuple[str, int, str, int]] = []
     for step in flow.steps:
         pd = par[step.uid]
-        for up, port in step.inputs:
+        for j, (up, port) in enumerate(step.inputs):
             pu = par[up.uid]
             hashed = isinstance(up.spec, KeyBySpec)
             forward = not hashed and pu == pd
+            topic = edge_topic(job_id, up.uid, step.uid, j)
 
-            def channel(u: int, d: int, up: Step = up, down: Step = step) -> Channel:
+            def channel(u: int, d: int, up: Step = up, down: Step = step) -> LocalChannel:
                 return LocalChannel(channel_capacity, f"{up.uid}[{u}]->{down.uid}[{d}]")
 
             for u in range(pu):
+                here = place.owns(u, pu)
                 router: Router
                 if forward:
+                    if not here:
+                        continue
                     ch = channel(u, u)
                     inputs[step.uid][u].append(ch)
                     router = ForwardRouter([ch])
                 else:
-                    row = [channel(u, d) for d in range(pd)]
+                    row: list[Channel] = []
                     for d in range(pd):
-                        inputs[step.uid][d].append(row[d])
+                        there = place.owns(d, pd)
+                        if here and there:
+                            local = channel(u, d)
+                            inputs[step.uid][d].append(local)
+                            row.append(local)
+                            continue
+                        assert exchange is not None
+                        partition = partition_of(d, pd, max_parallelism)
+                        if topics is not None:
+                            topics[topic] = max_parallelism
+                        if here:
+                            row.append(exchange.channel(topic, partition, u))
+                        elif there:
+                            local = channel(u, d)
+                            inputs[step.uid][d].append(local)
+                            exchange.route(topic, partition, u, local)
+                            binds.append((topic, partition, step.uid, d))
+                    if not here:
+                        continue
                     router = (
                         HashRouter(row, max_parallelism)
                         if hashed
@@ -128,10 +179,10 @@ def build_tasks(
     tasks: list[TaskBase] = []
     for step in flow.steps:
         p = par[step.uid]
-        for i in range(p):
+        for i in place.subtasks(p):
             if isinstance(step.spec, SourceSpec):
                 source = step.spec.source
-                ctx = SourceContext(step.uid, i, p, job_id)
+                ctx = SourceContext(step.uid, i, p, job_id, app)
                 tasks.append(
                     SourceTask(
                         step.uid,
@@ -148,7 +199,7 @@ def build_tasks(
                     )
                 )
             else:
-                op = _operator(step, i, p, job_id=job_id, attempt=attempt, now_ms=now_ms)
+                op = _operator(step, i, p, job_id=job_id, attempt=attempt, app=app, now_ms=now_ms)
                 tasks.append(
                     Task(
                         step.uid,
@@ -160,4 +211,8 @@ def build_tasks(
                         snapshots=snapshots,
                     )
                 )
+    if exchange is not None:
+        by_name = {(t.uid, t.index): t for t in tasks if isinstance(t, Task)}
+        for topic, partition, uid, d in binds:
+            exchange.bind(topic, partition, by_name[(uid, d)])
     return tasks

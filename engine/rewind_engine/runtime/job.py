@@ -3,11 +3,12 @@
 Flows through here: a validated Dataflow and Settings in; the scheduler loop runs every
 subtask round robin on one asyncio loop (so the control API, in the same loop, needs no
 locks), sleeps briefly when nothing moved, and on every round lets the coordinator
-finish snapshots, triggers periodic checkpoints, discovers new source splits and fires
-processing-time timers.
+run a slice of snapshot work, finish snapshots, trigger periodic checkpoints, discover
+new source splits and fire processing-time timers.
 
 What must stay true:
-- state advances only by the subtasks' own processing; snapshots never pause it;
+- state advances only by the subtasks' own processing; snapshots pause it only for
+  bounded slices of work (snapshot_work.py);
 - a failed savepoint leaves the job RUNNING (a stop that failed resumes the sources);
 - a bounded flow ends with a final checkpoint (which commits the sinks) and FINISHED;
 - a restored split position is never dropped: a split its source does not list at start
@@ -32,7 +33,10 @@ from ..dataflow import Dataflow, SourceSpec
 from ..settings import Settings
 from .coordinator import COMPLETED, Coordinator, SnapshotRequest
 from .graph import build_tasks
+from .operators import SinkOp
+from .rates import Rates
 from .restore import RestoreError, resolve, restore_tasks
+from .splits import Splits
 from .tasks import SourceTask, Task, TaskBase
 
 log = structlog.get_logger("rewind.job")
@@ -69,19 +73,13 @@ class Job:
         self.snapshot_stats: dict[str, tuple[int, float, int]] = {}
         """kind -> (completed count, total seconds, size in bytes of the last one)."""
         self.started = time.monotonic()
+        self.running_since: str | None = None
+        """UTC time (ISO) at which restore was done and records began to flow."""
         self._clock = self.settings.runtime.clock
+        self.rates = Rates()
+        """Recent records/s per step (sampled by the loop about once a second)."""
         sp = self.settings.parallelism
-        self.tasks: list[TaskBase] = build_tasks(
-            flow,
-            parallelism=sp.parallelism,
-            max_parallelism=sp.max_parallelism,
-            channel_capacity=self.settings.runtime.channel_capacity,
-            batch_size=self.settings.runtime.batch_size,
-            job_id=self.job_id,
-            attempt=self.attempt,
-            now_ms=self._clock.now_ms,
-            snapshots=self,
-        )
+        self.tasks: list[TaskBase] = self._build()
         self.sources = [t for t in self.tasks if isinstance(t, SourceTask)]
         self.coordinator = Coordinator(
             tasks=self.tasks,
@@ -94,7 +92,30 @@ class Job:
         self._cancel = False
         self._next_checkpoint = 0.0
         self._next_discovery = 0.0
-        self._split_rr: dict[str, int] = {}
+        self.splits = Splits(
+            flow, self.sources, sp.parallelism, distributed=self.settings.workers.workers > 1
+        )
+
+    def _build(self, **more: Any) -> list[TaskBase]:
+        sp = self.settings.parallelism
+        return build_tasks(
+            self.flow,
+            parallelism=sp.parallelism,
+            max_parallelism=sp.max_parallelism,
+            channel_capacity=self.settings.runtime.channel_capacity,
+            batch_size=self.settings.runtime.batch_size,
+            job_id=self.job_id,
+            attempt=self.attempt,
+            now_ms=self._clock.now_ms,
+            snapshots=self,
+            app=self.settings.app,
+            **more,
+        )
+
+    @property
+    def requests(self) -> dict[str, SnapshotRequest]:
+        """Snapshot requests by id, as GET /savepoints/{id} reports them."""
+        return self.coordinator.requests
 
     # -- SnapshotSink (called by subtasks at barriers) -----------------------------------
 
@@ -111,6 +132,8 @@ class Job:
         }
         if self.settings.snapshots.deployment_id:
             meta["deployment_id"] = self.settings.snapshots.deployment_id
+        if self.settings.app:
+            meta["app"] = self.settings.app
         return meta
 
     # -- setup --------------------------------------------------------------------
@@ -118,7 +141,7 @@ class Job:
     def _setup(self) -> None:
         """Restore (if asked), assign source splits, open operators. Blocking."""
         snap = self.settings.snapshots
-        uri = resolve(snap.restore, snap.location, snap.deployment_id)
+        uri = resolve(snap.restore, snap.location, snap.deployment_id, app=self.settings.app)
         restored = None
         if uri is not None:
             restored = restore_tasks(
@@ -126,57 +149,24 @@ class Job:
                 self.tasks,
                 max_parallelism=self.settings.parallelism.max_parallelism,
                 allow_non_restored_state=snap.allow_non_restored_state,
+                flow_uids={s.uid for s in self.flow.steps},
             )
             self.restored_from = restored.uri
             self.coordinator.next_checkpoint_id = restored.checkpoint_id + 1
-        for step in self.flow.steps:
-            if not isinstance(step.spec, SourceSpec):
-                continue
-            subtasks = [t for t in self.sources if t.uid == step.uid]
-            state = restored.sources.get(step.uid) if restored else None
-            discovered = set(step.spec.source.discover_splits())
-            known = discovered | (state.finished if state else set())
-            for i, split in enumerate(sorted(known)):
-                subtasks[i % len(subtasks)].add_split(
-                    split,
-                    state.positions.get(split) if state else None,
-                    state.max_ts.get(split) if state else None,
-                    bool(state and split in state.finished),
-                )
-            self._split_rr[step.uid] = len(known)
-            # A restored position is never dropped: a split its source does not list
-            # right now is parked (kept in every snapshot) and opened once discovered.
-            if state is None:
-                continue
-            for j, split in enumerate(sorted(set(state.positions) - known)):
-                position = state.positions[split]
-                subtasks[j % len(subtasks)].park(split, position, state.max_ts.get(split))
-                log.warning(
-                    "restored_split_not_discovered", uid=step.uid, split=split, position=position
-                )
+        if self.settings.job_id:  # a reused id: carry on after the checkpoints already there
+            last = snapshots.last_checkpoint_number(snap.location, self.job_id)
+            self.coordinator.next_checkpoint_id = max(self.coordinator.next_checkpoint_id, last + 1)
+        self.splits.assign(restored.sources if restored else {})
         for task in self.tasks:
             if isinstance(task, Task):
-                task.op.open()
+                try:
+                    task.op.open()
+                except Exception as exc:  # a sink that cannot connect, a broken open()
+                    raise RuntimeError(
+                        f"step {task.uid!r} could not open: {type(exc).__name__}: {exc}"
+                    ) from exc
         for source in self.sources:
             source.start()
-
-    def _discover_splits(self) -> None:
-        for step in self.flow.steps:
-            if not isinstance(step.spec, SourceSpec):
-                continue
-            subtasks = [t for t in self.sources if t.uid == step.uid]
-            known: set[str] = set().union(*(t.splits() for t in subtasks))
-            discovered = set(step.spec.source.discover_splits())
-            for task in subtasks:
-                for split in sorted(discovered & set(task.parked)):
-                    task.unpark(split)
-                    log.info("restored_split_discovered", uid=step.uid, split=split)
-            new = sorted(discovered - known)
-            for split in new:
-                n = self._split_rr.get(step.uid, 0)
-                subtasks[n % len(subtasks)].add_split(split, None, None, False)
-                self._split_rr[step.uid] = n + 1
-                log.info("split_discovered", uid=step.uid, split=split)
 
     # -- requests from the control API ------------------------------------------------
 
@@ -227,11 +217,14 @@ class Job:
             self.last_savepoint = request
         else:
             self.last_checkpoint = request
-            keep = self.settings.snapshots.checkpoints_retained
-            location, job_id = self.settings.snapshots.location, self.job_id
-            self.coordinator._prep.submit(_prune, location, job_id, keep)
+            self._after_checkpoint()
         if request.stop or request.final:
             self.state = FINISHED
+
+    def _after_checkpoint(self) -> None:
+        keep = self.settings.snapshots.checkpoints_retained
+        location, job_id = self.settings.snapshots.location, self.job_id
+        self.coordinator._prep.submit(_prune, location, job_id, keep)
 
     def _snapshot_failed(self, request: SnapshotRequest) -> None:
         self.failed_snapshots[request.kind] = self.failed_snapshots.get(request.kind, 0) + 1
@@ -257,8 +250,9 @@ class Job:
         except RestoreError as exc:
             return self._failed(str(exc), None)
         except Exception as exc:
-            return self._failed(f"setup failed: {exc}", exc)
+            return self._failed(f"cannot start the job: {type(exc).__name__}: {exc}", exc)
         self.ready = True
+        self.running_since = datetime.now(UTC).isoformat()
         log.info("job_running", job_id=self.job_id, restored_from=self.restored_from)
         try:
             await self._loop()
@@ -292,20 +286,26 @@ class Job:
             for task in tasks:
                 if task.run_once():
                     progressed = True
+            # A slice of snapshot work (grouping, encoding): a share of the round while
+            # the tasks are busy, more when they are idle (snapshot_work.py).
+            worked = coordinator.run_work(tasks_idle=not progressed)
             coordinator.poll()
-            if self.state == FINISHED:
-                return
+            progressed = self._round() or progressed or worked
+            if self.state == FINISHED and self.reason() is None:
+                return  # (a sink still committing in the background is waited for)
             if self._cancel:
                 self.state = CANCELED
                 return
             now = time.monotonic()
             if now >= self._next_checkpoint:
                 self._next_checkpoint = now + (interval or 0)
-                if not coordinator.busy and self.state == RUNNING:
+                if not coordinator.busy and self.state == RUNNING and self._triggers:
                     self._trigger_checkpoint()
+            if self.rates.due(now):
+                self.rates.sample(now, self.step_metrics())
             if now >= self._next_discovery:
                 self._next_discovery = now + rt.split_discovery_interval_s
-                self._discover_splits()
+                self.splits.discover()
             now_ms = clock.now_ms()
             if now_ms != last_ms:
                 last_ms = now_ms
@@ -316,6 +316,7 @@ class Job:
                 not progressed
                 and not coordinator.busy
                 and self.state == RUNNING
+                and self._triggers
                 and all(s.is_finished() for s in self.sources)
             ):
                 # The barrier follows every record still in flight, so the final
@@ -326,6 +327,13 @@ class Job:
                 await asyncio.sleep(rt.idle_sleep_s)
             elif rounds % 4 == 0:
                 await asyncio.sleep(0)
+
+    _triggers = True
+    """This process decides when checkpoints happen (a worker of several does not)."""
+
+    def _round(self) -> bool:
+        """Once per scheduler round, after the subtasks: True if anything moved."""
+        return False
 
     def _close(self) -> None:
         self.coordinator.close()
@@ -351,6 +359,17 @@ class Job:
             out[task.uid] = (i + task.records_in, o + task.records_out)
         return out
 
+    def reason(self) -> str | None:
+        """What the job waits for right now (a sink's commit to a stalled broker), or
+        None. Raises the error a sink's background commit ended with."""
+        for task in self.tasks:
+            op = task.operator
+            if isinstance(op, SinkOp):
+                why = op.committing()
+                if why is not None:
+                    return f"{task.name}: {why}"
+        return None
+
     def status(self) -> dict[str, Any]:
         def brief(req: SnapshotRequest | None) -> dict[str, Any] | None:
             if req is None:
@@ -361,6 +380,8 @@ class Job:
         for task in self.sources:
             sources.setdefault(task.uid, {}).update(task.positions())
         metrics = self.step_metrics()
+        rates = self.rates.rates()
+        age = self.last_snapshot_age_s(checkpoints_only=True)
         source_uids = {t.uid for t in self.sources}
         sink_uids = {s.uid for s in self.flow.steps if not s.consumers}
         return {
@@ -378,14 +399,45 @@ class Job:
             "records_in": sum(metrics[u][1] for u in source_uids),
             "records_out": sum(metrics[u][0] for u in sink_uids),
             "uptime_s": round(time.monotonic() - self.started, 3),
+            "running_since": self.running_since,
             "error": self.error,
-            "steps": {u: {"records_in": i, "records_out": o} for u, (i, o) in metrics.items()},
+            "reason": self._status_reason(),
+            # Age of the newest completed checkpoint: how much input a crash would replay.
+            "last_checkpoint_age_s": None if age is None else round(age, 1),
+            "steps": {
+                u: {
+                    "records_in": i,
+                    "records_out": o,
+                    # Over the last ~10 s; null until two samples a second apart exist.
+                    "records_in_per_s": (rates.get(u) or (None, None))[0],
+                    "records_out_per_s": (rates.get(u) or (None, None))[1],
+                }
+                for u, (i, o) in metrics.items()
+            },
         }
 
-    def last_snapshot_age_s(self) -> float | None:
+    def _status_reason(self) -> str | None:
+        if self.state in DONE and self.state != FINISHED:
+            return None
+        try:
+            return self.reason()
+        except Exception as exc:  # the loop fails the job with it on its next round
+            return f"a sink's commit failed: {exc}"
+
+    def last_snapshot_age_s(self, *, checkpoints_only: bool = False) -> float | None:
+        """Seconds since the newest completed checkpoint (or savepoint, unless
+        `checkpoints_only`); None when there is none yet."""
+        candidates = (
+            (self.last_checkpoint,)
+            if checkpoints_only
+            else (
+                self.last_checkpoint,
+                self.last_savepoint,
+            )
+        )
         done = [
             datetime.fromisoformat(r.completed_at)
-            for r in (self.last_checkpoint, self.last_savepoint)
+            for r in candidates
             if r is not None and r.completed_at is not None
         ]
         return (datetime.now(UTC) - max(done)).total_seconds() if done else None

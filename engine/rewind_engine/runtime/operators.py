@@ -3,8 +3,9 @@
 Flows through here: the task hands each input `Batch` to `process`, watermarks to
 `on_watermark`, processing time to `on_processing_time`; the operator emits batches
 through `self.emit` (main output) and `self.emit_port` (side outputs). At a barrier
-the task calls `capture(checkpoint_id)` (quick: copies containers) and later, in the
-background, `group(capture)` turns the keyed part into {key group: data}.
+the task calls `capture(checkpoint_id)` (quick: copies containers) and later, on the
+same thread in slices between batches, `group_steps(capture)` turns the keyed part into
+{key group: data} (runtime/snapshot_work.py).
 
 What must stay true:
 - stateless operators (map/filter/flat_map/key_by/union) have no snapshot entry; every
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Generator, Iterable, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,12 @@ from ..state import (
     iter_outputs,
 )
 from ..windows import Count, SessionWindows
-from .aggregate_state import AggregateCapture, KeyIndex, columns_by_key_group
+from .aggregate_state import (
+    AggregateCapture,
+    KeyIndex,
+    columns_by_key_group,
+    columns_by_key_group_steps,
+)
 from .count_state import CountState, check_counts
 from .elements import Batch
 
@@ -56,6 +63,9 @@ class Capture:
 
     keyed: Any
     operator_state: Any
+    before_manifest: Callable[[], None] | None = None
+    """Run on the snapshot thread before the manifest is written (a sink's flush that
+    must be durable first); an error fails the snapshot."""
 
 
 class Operator:
@@ -87,6 +97,13 @@ class Operator:
 
     def group(self, keyed: Any, grouper: KeyGrouper) -> dict[int, Any]:
         return {}
+
+    def group_steps(self, keyed: Any, grouper: KeyGrouper) -> Generator[None, None, dict[int, Any]]:
+        """`group` in steps, for the task's thread between batches: yields wherever the
+        work may pause (the capture stays valid meanwhile), returns `group`'s result.
+        The default is one step; an operator with a large state yields along the way."""
+        yield from ()
+        return self.group(keyed, grouper)
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
         pass
@@ -212,6 +229,9 @@ class AggregateOp(Operator):
 
     def group(self, keyed: Any, grouper: KeyGrouper) -> dict[int, Any]:
         return columns_by_key_group(keyed, self._index, grouper)
+
+    def group_steps(self, keyed: Any, grouper: KeyGrouper) -> Generator[None, None, dict[int, Any]]:
+        return (yield from columns_by_key_group_steps(keyed, self._index, grouper))
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
         state = self.state
@@ -510,7 +530,8 @@ class SinkOp(Operator):
         if committable is not None:
             self.pending.append((checkpoint_id, committable))
         pending = [list(p) for p in self.pending]
-        return Capture(None, {"kind": self.kind, "subtask": self.ctx.subtask, "pending": pending})
+        state = {"kind": self.kind, "subtask": self.ctx.subtask, "pending": pending}
+        return Capture(None, state, partial(self.writer.wait_durable, checkpoint_id))
 
     def notify_complete(self, checkpoint_id: int) -> None:
         assert self.writer is not None
@@ -521,6 +542,14 @@ class SinkOp(Operator):
             else:
                 keep.append((cid, committable))
         self.pending = keep
+
+    def on_processing_time(self, now_ms: int) -> None:
+        if self.writer is not None:
+            self.writer.committing()  # raises the error of a background commit
+
+    def committing(self) -> str | None:
+        """What the writer's background commit waits for, or None (see SinkWriter)."""
+        return self.writer.committing() if self.writer is not None else None
 
     def close(self) -> None:
         if self.writer is not None:

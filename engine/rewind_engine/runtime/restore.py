@@ -42,15 +42,26 @@ class Restored:
     uri: str
     checkpoint_id: int
     sources: dict[str, SourceRestore]
+    uids: list[str] = field(default_factory=list)
+    """Uids whose state was loaded into these subtasks."""
+    dropped: list[str] = field(default_factory=list)
+    """Uids of the snapshot the flow does not have (allow_non_restored_state)."""
 
 
-def resolve(restore: str | None, location: str, deployment_id: str | None = None) -> str | None:
+def resolve(
+    restore: str | None,
+    location: str,
+    deployment_id: str | None = None,
+    *,
+    app: str | None = None,
+) -> str | None:
     """The URI to restore from: the newest snapshot of this deployment if there is one
     (a restart of the same deployment continues where it was, never replays from its
-    original savepoint); else as given, or for "latest" the newest snapshot under the
-    location (None, and a log line, when there is none)."""
+    original savepoint); else as given, or for "latest" the newest snapshot of this app's
+    own history at the location (`snapshots.lineage`; None, and a log line, when there
+    is none)."""
     if deployment_id:
-        own = snapshots.latest(location, deployment_id=deployment_id)
+        own = snapshots.latest(location, app=app, deployment_id=deployment_id)
         if own is not None:
             log.info(
                 "restore_own_snapshot",
@@ -69,13 +80,13 @@ def resolve(restore: str | None, location: str, deployment_id: str | None = None
     if restore is None:
         return None
     if restore == "latest":
-        uri = snapshots.latest(location)
+        uri = snapshots.latest(location, app=app)
         if uri is None:
             log.info(
                 "restore_latest_none", location=location, message="no snapshot; starting empty"
             )
         else:
-            log.info("restore_latest", location=location, uri=uri)
+            log.info("restore_latest", location=location, app=app, uri=uri)
         return uri
     return restore
 
@@ -86,8 +97,10 @@ def restore_tasks(
     *,
     max_parallelism: int,
     allow_non_restored_state: bool,
+    flow_uids: set[str] | None = None,
 ) -> Restored:
-    """Load `uri` into the tasks' operators (before they open)."""
+    """Load `uri` into the tasks' operators (before they open). `flow_uids`: every uid
+    of the flow, when `tasks` are only some of its subtasks (one worker of several)."""
     try:
         reader = snapshots.SnapshotReader(uri, max_parallelism=max_parallelism)
     except snapshots.SnapshotError as exc:
@@ -100,12 +113,12 @@ def restore_tasks(
             elif task.operator is not None and task.operator.stateful:
                 kinds[task.uid] = task.operator.kind
         in_snapshot = reader.uids()
-        unknown = sorted(set(in_snapshot) - set(kinds))
+        unknown = sorted(set(in_snapshot) - set(kinds) - (flow_uids or set()))
         if unknown and not allow_non_restored_state:
             raise RestoreError(
-                f"snapshot {reader.uri} holds state for uid(s) {', '.join(unknown)} that the"
-                " flow does not have (was a step removed or its uid changed?); restore with"
-                " --allow-non-restored-state to drop that state"
+                f"cannot restore from {reader.uri}: it holds state for uid(s)"
+                f" {', '.join(unknown)} that the flow does not have (was a step removed or"
+                " its uid changed?); restore with --allow-non-restored-state to drop that state"
             )
         if unknown:
             log.warning("state_not_restored", uids=unknown, snapshot=reader.uri)
@@ -115,9 +128,9 @@ def restore_tasks(
             old_kind = next((s.get("kind") for s in states if isinstance(s, dict)), None)
             if old_kind is not None and old_kind != kinds[uid]:
                 raise RestoreError(
-                    f"snapshot {reader.uri}: uid {uid!r} was a step of kind {old_kind!r} and is"
-                    f" now of kind {kinds[uid]!r}; its state cannot be restored into it (give"
-                    " the new step a new uid)"
+                    f"cannot restore from {reader.uri}: uid {uid!r} was a step of kind"
+                    f" {old_kind!r} and is now of kind {kinds[uid]!r}; its state cannot be"
+                    " restored into it (give the new step a new uid)"
                 )
             op_states[uid] = [s for s in states if s is not None]
         sources: dict[str, SourceRestore] = {}
@@ -142,7 +155,7 @@ def restore_tasks(
                     op.restore(keyed, op_states[task.uid])
                 except (ValueError, TypeError) as exc:  # data that this step can't hold
                     raise RestoreError(
-                        f"cannot restore step {task.uid!r} from {uri}: {exc} (did this uid "
+                        f"cannot restore from {uri}: step {task.uid!r}: {exc} (did this uid "
                         "belong to another kind of step? give the new step a new uid)"
                     ) from exc
         except snapshots.SnapshotError as exc:
@@ -154,4 +167,4 @@ def restore_tasks(
             uids=sorted(op_states),
             snapshot_parallelism={u: reader.parallelism(u) for u in sorted(op_states)},
         )
-        return Restored(reader.uri, checkpoint_id, sources)
+        return Restored(reader.uri, checkpoint_id, sources, sorted(op_states), unknown)

@@ -10,6 +10,7 @@ Watermarks and barriers are broadcast to every channel.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
 
 from ..keys import KeyGrouper, owners
 from .channels import Channel
@@ -44,10 +45,14 @@ class RebalanceRouter(Router):
 
 
 class HashRouter(Router):
+    _CACHE_LIMIT = 1 << 20
+    """Keys whose destination is remembered before the cache starts afresh."""
+
     def __init__(self, channels: Sequence[Channel], max_parallelism: int) -> None:
         super().__init__(channels)
         self._grouper = KeyGrouper(max_parallelism)
         self._owner = owners(len(self.channels), max_parallelism)
+        self._dest: dict[object, int] = {}
 
     def send(self, batch: Batch) -> None:
         n = len(self.channels)
@@ -57,17 +62,34 @@ class HashRouter(Router):
         if n == 1:
             self.channels[0].push(batch)
             return
-        grouper, owner = self._grouper, self._owner
-        recs: list[list[object]] = [[] for _ in range(n)]
-        ks: list[list[object]] = [[] for _ in range(n)]
+        # Whole-batch routing: one pass looks every key's destination up in a cache
+        # (keys repeat), then each destination takes its records with `compress`, in
+        # order. A record-by-record loop with three appends cost ~1.7 us per record.
+        get = self._dest.get
+        dests = [get(k, -1) for k in keys]
+        if -1 in dests:
+            dests = self._fill(keys, dests)
         ts = batch.timestamps
-        tss: list[list[int]] | None = [[] for _ in range(n)] if ts is not None else None
-        for i, (key, rec) in enumerate(zip(keys, batch.records, strict=True)):
-            d = owner[grouper(key)]
-            recs[d].append(rec)
-            ks[d].append(key)
-            if tss is not None and ts is not None:
-                tss[d].append(ts[i])
+        records = batch.records
         for d in range(n):
-            if recs[d]:
-                self.channels[d].push(Batch(recs[d], tss[d] if tss is not None else None, ks[d]))
+            mask = [x == d for x in dests]
+            if not any(mask):
+                continue
+            self.channels[d].push(
+                Batch(
+                    list(compress(records, mask)),
+                    list(compress(ts, mask)) if ts is not None else None,
+                    list(compress(keys, mask)),
+                )
+            )
+
+    def _fill(self, keys: list[object], dests: list[int]) -> list[int]:
+        if len(self._dest) >= self._CACHE_LIMIT:
+            self._dest.clear()
+        grouper, owner, cache = self._grouper, self._owner, self._dest
+        out = list(dests)
+        for i, d in enumerate(dests):
+            if d < 0:
+                key = keys[i]
+                out[i] = cache[key] = owner[grouper(key)]
+        return out

@@ -57,6 +57,8 @@ def describe_manifest(manifest: Manifest, uri: str, *, verified: bool = False) -
         "steps": steps,
         "sources": manifest.sources,
         "meta": manifest.meta,
+        "workers": [w.model_dump(mode="json") for w in manifest.workers],
+        "exchange": manifest.exchange,
     }
 
 
@@ -70,7 +72,7 @@ def render(description: dict[str, Any]) -> str:
         f"  created:         {d['created_at']}",
         f"  format version:  {d['format_version']}",
         f"  max parallelism: {d['max_parallelism']} key groups",
-        f"  size:            {_size(d['size_bytes'])}"
+        f"  size:            {human_size(d['size_bytes'])}"
         + ("  (all checksums verified)" if d.get("verified") else ""),
     ]
     for key, value in sorted(d["meta"].items()):
@@ -78,14 +80,20 @@ def render(description: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"steps ({len(d['steps'])}):")
     for uid, step in d["steps"].items():
-        lines.append(f"  {uid}  parallelism {step['parallelism']}, {_size(step['size_bytes'])}")
+        what = f"{step['kind']}, " if "kind" in step else ""
+        keys = f", {step['keys']} keys" if step.get("keys") else ""
+        lines.append(
+            f"  {uid}  {what}parallelism {step['parallelism']}{keys},"
+            f" {human_size(step['size_bytes'])}"
+        )
         for sub in step["subtasks"]:
             start, end = sub["key_group_range"]
-            groups = f"key groups {start}-{end - 1}" if end > start else "no key groups"
+            # Half-open [start, end), as key_group_range is in --json and the manifest.
+            groups = f"key groups [{start}, {end})" if end > start else "no key groups"
             extra = ", operator state" if sub["has_operator_state"] else ""
             lines.append(
                 f"    subtask {sub['subtask']}: {groups} ({sub['key_groups_with_state']} with "
-                f"state{extra}), {_size(sub['size_bytes'])}, {sub['file']}"
+                f"state{extra}), {human_size(sub['size_bytes'])}, {sub['file']}"
             )
     if d["sources"]:
         lines.append("")
@@ -94,10 +102,33 @@ def render(description: dict[str, Any]) -> str:
             lines.append(f"  {uid}")
             for split, position in sorted(splits.items()):
                 lines.append(f"    {split}: {_short(position)}")
+    if d.get("workers"):
+        lines.append("")
+        lines.append(f"workers ({len(d['workers'])}):")
+        for w in d["workers"]:
+            owned = ", ".join(f"{u} {_ranges(ix)}" for u, ix in w["subtasks"].items())
+            lines.append(
+                f"  worker {w['worker']}: {human_size(w['size_bytes'])}, {w['part']}: {owned}"
+            )
+    if d.get("exchange"):
+        lines.append("")
+        lines.append("exchange positions (next offset per partition read):")
+        for topic, positions in d["exchange"].items():
+            lines.append(f"  {topic}")
+            lines.append("    " + ", ".join(f"{p}: {o}" for p, o in positions.items()))
     return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def _ranges(indices: list[int]) -> str:
+    if not indices:
+        return "(none)"
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"[{indices[0]}]" if len(indices) == 1 else f"[{indices[0]}-{indices[-1]}]"
+    return str(indices)
+
+
+def human_size(n: int) -> str:
+    """`n` bytes for people: "812 B", "2.7 KiB", "16.0 MiB"."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

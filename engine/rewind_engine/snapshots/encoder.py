@@ -1,6 +1,8 @@
 """One subtask's captured state -> the bytes of its data file and its block index.
 
-Runs in the writer's background threads. Encoding is the slow part of a snapshot in
+Runs on the job's scheduler thread, a few blocks at a time between batches
+(`encode_steps`, driven by runtime/snapshot_work.py), or in the writer's background
+threads for callers of `SnapshotWriter.add_subtask`. Encoding is the slow part of a snapshot in
 Python: msgpack must visit every key and value object, and for a large state that is
 bound by memory access (touching 1 M scattered keys and values once costs nearly as much
 as encoding them). Encoding in a forked child was measured and rejected: the child's
@@ -15,7 +17,7 @@ bytes that will be stored.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +33,43 @@ class EncodedFile:
     operator_state: tuple[int, int, str] | None
     """[offset, length, sha256] of the operator-state block, or None."""
     sha256: str
+    """Of the whole payload; "" if the encoder was told to leave it to the uploader."""
 
 
 def encode(uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any) -> EncodedFile:
     """Encode one subtask's state (`uid` and `subtask` only name it in errors)."""
+    steps = encode_steps(uid, subtask, keyed, operator_state)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+STEP_BYTES = 256 * 1024
+"""`encode_steps` yields after about this many encoded bytes (~0.1-1 ms of work)."""
+
+
+def encode_steps(
+    uid: str,
+    subtask: int,
+    keyed: Mapping[int, Any],
+    operator_state: Any,
+    *,
+    file_sha256: bool = True,
+) -> Generator[None, None, EncodedFile]:
+    """`encode` in steps: yields between blocks once about `STEP_BYTES` were encoded
+    since the last yield, so that the caller can do other work in between; returns the
+    `EncodedFile`. The caller must not change `keyed` until it returns.
+    `file_sha256=False` leaves the file's sha256 "" for the uploading thread to compute
+    (one call that releases the GIL for the whole payload, off the task's thread)."""
     packer = codec.new_packer()
     key_packer = codec.new_key_packer()
     chunks: list[bytes] = []
     blocks: list[tuple[int, int, int, str]] = []
     whole = hashlib.sha256()
     offset = 0
+    since_yield = 0
     for group in sorted(keyed):
         value = keyed[group]
         try:
@@ -54,9 +83,14 @@ def encode(uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any
                 f"key group {group}: {exc}"
             ) from exc
         blocks.append((group, offset, len(data), hashlib.sha256(data).hexdigest()))
-        whole.update(data)
+        if file_sha256:
+            whole.update(data)
         chunks.append(data)
         offset += len(data)
+        since_yield += len(data)
+        if since_yield >= STEP_BYTES:
+            since_yield = 0
+            yield
     op_block: tuple[int, int, str] | None = None
     if operator_state is not None:
         try:
@@ -66,6 +100,8 @@ def encode(uid: str, subtask: int, keyed: Mapping[int, Any], operator_state: Any
                 f"cannot encode the operator state of step {uid!r} subtask {subtask}: {exc}"
             ) from exc
         op_block = (offset, len(data), hashlib.sha256(data).hexdigest())
-        whole.update(data)
+        if file_sha256:
+            whole.update(data)
         chunks.append(data)
-    return EncodedFile(b"".join(chunks), blocks, op_block, whole.hexdigest())
+    digest = whole.hexdigest() if file_sha256 else ""
+    return EncodedFile(b"".join(chunks), blocks, op_block, digest)

@@ -8,6 +8,11 @@ What must stay true:
 - `prune` deletes only checkpoints of the given job, never a savepoint, never the
   newest `keep` checkpoints, and never a folder that may be a checkpoint in progress.
 - a folder without a manifest is not a snapshot: it is never listed or restored.
+- `latest` and `lineage` see only one app's own history: the `checkpoints/` and
+  `savepoints/` folders right under its location (never another app's location nested
+  below it, such as an old fork's), and, when the app's identity is known, only
+  snapshots it wrote (`meta.app`) or that name no app (written before apps were
+  recorded).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from datetime import datetime
 import structlog
 
 from .errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError
-from .layout import CHECKPOINTS, checkpoint_number
+from .layout import CHECKPOINTS, SAVEPOINTS, checkpoint_number
 from .manifest import MANIFEST_NAME, Manifest, parse_manifest, parse_time
 from .reader import load_manifest, read_verified
 from .storage import join_uri, open_storage
@@ -45,6 +50,12 @@ class SnapshotInfo:
     """Why this engine cannot restore it (a newer format), else None."""
     deployment_id: str | None = None
     """`meta.deployment_id` of the writer (REWIND_DEPLOYMENT_ID under the operator)."""
+    app: str | None = None
+    """`meta.app` of the writer: the app's identity (`--app`, REWIND_APP), if recorded."""
+
+    def belongs_to(self, app: str | None) -> bool:
+        """Whether this snapshot is part of `app`'s history (None: any app's)."""
+        return app is None or self.app is None or self.app == app
 
 
 def read_manifest(uri: str) -> Manifest:
@@ -102,8 +113,8 @@ def list_snapshots(
         folder_uri = join_uri(storage.uri, key[: -len(MANIFEST_NAME)])
         try:
             data = storage.get(key)
-        except SnapshotError as exc:  # deleted between list and get: not there any more
-            log.warning("snapshot_unreadable", uri=folder_uri, error=str(exc))
+        except SnapshotError as exc:  # deleted between list and get (retention): not there
+            log.debug("snapshot_unreadable", uri=folder_uri, error=str(exc))
             return None
         try:
             manifest = parse_manifest(data, f"{folder_uri}/{MANIFEST_NAME}")
@@ -121,6 +132,7 @@ def list_snapshots(
             size_bytes=manifest.size_bytes,
             format_version=manifest.format_version,
             deployment_id=_str_or_none(manifest.meta.get("deployment_id")),
+            app=_str_or_none(manifest.meta.get("app")),
         )
 
     with ThreadPoolExecutor(_LIST_WORKERS, thread_name_prefix="rewind-list") as pool:
@@ -146,6 +158,7 @@ def _info_from_newer(uri: str, data: bytes, problem: str) -> SnapshotInfo | None
             format_version=int(raw["format_version"]),
             problem=problem,
             deployment_id=_str_or_none((raw.get("meta") or {}).get("deployment_id")),
+            app=_str_or_none((raw.get("meta") or {}).get("app")),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         log.warning("snapshot_malformed", uri=uri, error=problem)
@@ -156,18 +169,39 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def lineage(location: str, *, app: str | None = None) -> list[SnapshotInfo]:
+    """The snapshots of the app whose location is `location`, newest first: those in
+    `LOCATION/checkpoints/` and `LOCATION/savepoints/`, and with `app` only those that
+    `app` wrote (or that record no app). Folders elsewhere under the location, such as
+    another app's location nested inside it, are never looked at."""
+    found = [
+        info
+        for folder in (CHECKPOINTS, SAVEPOINTS)
+        for info in list_snapshots(join_uri(location, folder))
+        if info.belongs_to(app)
+    ]
+    return sorted(found, key=lambda info: (info.created_at, info.uri), reverse=True)
+
+
 def latest(
-    location: str, *, job_id: str | None = None, deployment_id: str | None = None
+    location: str,
+    *,
+    app: str | None = None,
+    job_id: str | None = None,
+    deployment_id: str | None = None,
 ) -> str | None:
-    """URI of the newest complete checkpoint or savepoint under `location` (for
-    `--restore latest`), or None when there is none. With `deployment_id`, only
-    snapshots whose `meta.deployment_id` equals it count (a restarted container of the
-    same deployment resumes from its own newest snapshot).
+    """URI of the newest complete checkpoint or savepoint of the app at `location` (for
+    `--restore latest`; see `lineage`), or None when there is none. With
+    `deployment_id` (or `job_id`), only snapshots whose `meta.deployment_id` (job id)
+    equals it count (a restarted container of the same deployment resumes from its own
+    newest snapshot).
 
     If the newest one was written by a newer Rewind this raises rather than silently
     restoring older state."""
-    for info in list_snapshots(location, job_id=job_id):
+    for info in lineage(location, app=app):
         if deployment_id is not None and info.deployment_id != deployment_id:
+            continue
+        if job_id is not None and info.job_id != job_id:
             continue
         if info.problem is not None:
             raise IncompatibleSnapshotError(
@@ -175,6 +209,16 @@ def latest(
             )
         return info.uri
     return None
+
+
+def last_checkpoint_number(location: str, job_id: str) -> int:
+    """The highest `chk-<n>` folder under `LOCATION/checkpoints/<job_id>/` (complete or
+    not), 0 when there is none. A job that reuses its id (a restart of one deployment,
+    or the same `--job-id`) numbers its checkpoints after it, so they join the same
+    history and retention instead of colliding with the ones already there."""
+    storage = open_storage(join_uri(location, CHECKPOINTS, job_id))
+    numbers = [checkpoint_number(key.partition("/")[0]) for key in storage.list()]
+    return max((n for n in numbers if n is not None), default=0)
 
 
 def prune(location: str, job_id: str, keep: int) -> list[str]:

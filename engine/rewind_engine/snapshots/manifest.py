@@ -69,6 +69,18 @@ class StepState(_Model):
     subtasks: list[SubtaskFile]
 
 
+class WorkerEntry(_Model):
+    """One worker's part of a snapshot taken by several worker processes."""
+
+    worker: int
+    part: str
+    """Path of the worker's part file (parts/worker-<w>.json), relative to the folder."""
+    size_bytes: int
+    """Size of the data files this worker wrote."""
+    subtasks: dict[str, list[int]]
+    """Step uid -> the subtasks whose state this worker wrote."""
+
+
 class Manifest(_Model):
     """The contents of manifest.json."""
 
@@ -88,6 +100,12 @@ class Manifest(_Model):
     """Source uid -> split id -> position (the same data the sources restore from)."""
     meta: dict[str, Any]
     """Free-form: engine version, image, spec hash, anything the caller recorded."""
+    workers: list[WorkerEntry] = []
+    """Set when several worker processes took the snapshot: one entry per worker. A
+    reader needs nothing from it (`steps` lists every subtask); it is for inspection."""
+    exchange: dict[str, dict[str, int]] = {}
+    """Exchange topic -> partition -> the offset its consumer had reached when the
+    snapshot was taken: everything before it is never read again (purged)."""
 
     @property
     def created(self) -> datetime:

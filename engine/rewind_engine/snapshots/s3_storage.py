@@ -11,8 +11,9 @@ lays an owner's variables over the environment for a block of code with
 that context (in this thread or task only), never written to `os.environ`.
 
 What must stay true:
-- an unreachable endpoint fails in seconds (short connect timeout, bounded retries),
-  with one `StorageError` that names the endpoint;
+- every request has a connect and a read timeout and bounded retries (`S3Timeouts`):
+  an unreachable endpoint fails in seconds and a hung one within a minute or two, never
+  blocks for ever, with one `StorageError` that names the endpoint;
 - large files go up as a multipart upload whose parts are sent in parallel, and come
   down as parallel ranged GETs; small files take one request either way;
 - a failed multipart upload is aborted, so no half object is ever visible.
@@ -25,6 +26,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import boto3
@@ -54,13 +56,58 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_S = 2.0
-"""Seconds to open a connection: an endpoint on a LAN or loopback answers in
-milliseconds, and a dead one must fail fast (3 attempts x 2 s, not minutes)."""
-READ_TIMEOUT_S = 60.0
-"""Seconds to wait for a response once connected (a large part on a slow link)."""
-MAX_ATTEMPTS = 3
-"""Total attempts per request (botocore "standard" retry mode, with backoff)."""
+
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long one S3 request may take, from the settings in effect (environment or
+    `s3_settings`). A store that is down fails at connect; a store that hangs (paused,
+    behind a partition or a stuck load balancer) accepts the connection and never
+    answers, and only the read timeout ends that. Worst case of one request: about
+    `max_attempts * (connect_s + read_s)` plus botocore's short back-off."""
+
+    connect_s: float = 5.0
+    """Seconds to open a connection (`REWIND_S3_CONNECT_TIMEOUT_SECONDS`). An endpoint on
+    a LAN answers in milliseconds and a far region in tens of them; 5 s is patient with
+    a loaded endpoint yet lets a dead one fail within seconds."""
+
+    read_s: float = 30.0
+    """Seconds to wait for the next bytes of a response once connected
+    (`REWIND_S3_READ_TIMEOUT_SECONDS`). It is the longest silence, not the longest
+    transfer: an 8 MiB part on a slow link still streams. 30 s survives a store's GC pause
+    and ends a hung one."""
+
+    max_attempts: int = 3
+    """Attempts per request, the first included (`AWS_MAX_ATTEMPTS`, the standard AWS
+    variable; botocore "standard" retry mode with back-off). 3 rides out a dropped
+    connection without multiplying a hang."""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> S3Timeouts:
+        """The timeouts named in `settings`; a bad value is a `StorageError` naming it."""
+        default = cls()
+
+        def number(name: str, fallback: float) -> float:
+            text = settings.get(name)
+            if text is None or not text.strip():
+                return fallback
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if value <= 0:
+                raise StorageError(f"{name}={text!r}: give a positive number of seconds")
+            return value
+
+        attempts = number("AWS_MAX_ATTEMPTS", default.max_attempts)
+        if attempts != int(attempts):
+            raise StorageError(f"AWS_MAX_ATTEMPTS={attempts:g}: give a whole number")
+        return cls(
+            connect_s=number("REWIND_S3_CONNECT_TIMEOUT_SECONDS", default.connect_s),
+            read_s=number("REWIND_S3_READ_TIMEOUT_SECONDS", default.read_s),
+            max_attempts=int(attempts),
+        )
+
+
 PART_SIZE = 8 * 1024 * 1024
 """Multipart part size and ranged-GET chunk size (S3 needs parts >= 5 MiB)."""
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -102,13 +149,15 @@ def _build_client(settings: Mapping[str, str]) -> S3Client:
     )
     region = session.region_name or "us-east-1"
     endpoint = settings.get("AWS_ENDPOINT_URL_S3") or settings.get("AWS_ENDPOINT_URL")
+    timeouts = S3Timeouts.from_settings(settings)
 
     def make(addressing: Literal["auto", "path"]) -> S3Client:
         config = Config(
             region_name=region,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            connect_timeout=timeouts.connect_s,
+            read_timeout=timeouts.read_s,
+            # total_max_attempts counts the first one (botocore's max_attempts does not).
+            retries={"total_max_attempts": timeouts.max_attempts, "mode": "standard"},
             max_pool_connections=TRANSFER_THREADS * 4,
             s3={"addressing_style": addressing},
             # Checksums only where S3 requires them: sha256 of every file is ours already.

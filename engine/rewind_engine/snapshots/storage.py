@@ -34,8 +34,12 @@ S3_SETTING_NAMES = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "AWS_PROFILE",
+    "AWS_MAX_ATTEMPTS",
+    "REWIND_S3_CONNECT_TIMEOUT_SECONDS",
+    "REWIND_S3_READ_TIMEOUT_SECONDS",
 )
-"""The variables that configure S3 storage (boto3 also reads its files, ~/.aws/...)."""
+"""The variables that configure S3 storage (boto3 also reads its files, ~/.aws/...).
+The last three bound every request: see `s3_storage.S3Timeouts`."""
 
 _s3_overlay: ContextVar[Mapping[str, str] | None] = ContextVar("rewind_s3", default=None)
 

@@ -1,8 +1,10 @@
 """SnapshotWriter: state captured at a barrier -> data files -> manifest.json (last).
 
-The runtime captures each (step uid, subtask)'s state at the barrier and hands it over
-with `add_subtask`, which only validates and queues: encoding (msgpack), checksums and
-upload run in a background thread pool while the job keeps processing. The captured
+The runtime captures each (step uid, subtask)'s state at the barrier, encodes it on its
+own thread in slices between batches (runtime/snapshot_work.py) and hands the bytes over
+with `add_encoded`, which only validates and queues the upload for a background thread
+pool. Other callers hand over the state itself with `add_subtask`: encoding (msgpack)
+and checksums then run in the pool too. The captured
 objects are the caller's copy; the writer reads them and never mutates them.
 
 How a snapshot commits, and what each step guarantees:
@@ -19,6 +21,11 @@ How a snapshot commits, and what each step guarantees:
    `manifest.json` LAST. Only now does the snapshot exist: a reader, `latest()` and
    `list_snapshots()` ignore a folder without a manifest.
 5. The caller (the runtime) commits its sinks only after `finish()` returned.
+
+One worker of several calls `finish_part` instead of `finish`: steps 1-3 alike, the
+completeness check of step 4 is left to the coordinator, and the worker's part file
+(parts.py) is written last instead of manifest.json; the coordinator then writes the
+manifest, and the worker commits its sinks only when told that it exists.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import contextlib
 import hashlib
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +53,7 @@ from .manifest import (
     SubtaskFile,
     format_time,
 )
+from .parts import WorkerPart, part_key
 from .storage import open_storage
 
 DEFAULT_WORKERS = 4
@@ -170,27 +178,8 @@ class SnapshotWriter:
         `source_positions` (split id -> position), given by source subtasks, is copied
         into the manifest's `sources` summary for `rewind inspect` and `/status`.
         """
-        if self._state != "open":
-            raise SnapshotError(f"cannot add state to a snapshot that is {self._state}")
-        if not isinstance(uid, str) or not uid:
-            raise ValueError(f"step uid must be a non-empty string, got {uid!r}")
-        if not 0 <= subtask < parallelism:
-            raise ValueError(f"subtask {subtask} outside parallelism {parallelism} ({uid!r})")
-        bounds = _key_group_bounds(key_group_range, self.meta.max_parallelism)
-        outside = [kg for kg in keyed if not bounds[0] <= kg < bounds[1]]
-        if outside:
-            raise ValueError(
-                f"step {uid!r} subtask {subtask}: key groups {sorted(outside)[:5]} are outside "
-                f"its key_group_range [{bounds[0]}, {bounds[1]})"
-            )
         with self._lock:
-            known = self._steps.setdefault(uid, parallelism)
-            if known != parallelism:
-                raise ValueError(
-                    f"step {uid!r}: parallelism {parallelism} differs from {known} given before"
-                )
-            if (uid, subtask) in self._tasks:
-                raise ValueError(f"step {uid!r} subtask {subtask} was added twice")
+            bounds = self._register(uid, subtask, parallelism, key_group_range, keyed)
             if source_positions:
                 self._sources.setdefault(uid, {}).update(source_positions)
             key = data_file_key(uid, subtask)
@@ -198,6 +187,60 @@ class SnapshotWriter:
                 self._write_subtask, key, uid, subtask, bounds, keyed, operator_state
             )
             self._tasks[(uid, subtask)] = (key, future)
+
+    def add_encoded(
+        self,
+        uid: str,
+        subtask: int,
+        parallelism: int,
+        key_group_range: tuple[int, int] | range,
+        encoded: encoder.EncodedFile,
+        *,
+        source_positions: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Like `add_subtask`, for state the caller encoded already (`encoder.encode` or
+        `encoder.encode_steps`, e.g. on its own thread in slices): only the upload runs
+        in the background. Returns at once."""
+        groups = [block[0] for block in encoded.blocks]
+        with self._lock:
+            bounds = self._register(uid, subtask, parallelism, key_group_range, groups)
+            if source_positions:
+                self._sources.setdefault(uid, {}).update(source_positions)
+            key = data_file_key(uid, subtask)
+            future = self._pool.submit(self._upload, key, subtask, bounds, encoded)
+            self._tasks[(uid, subtask)] = (key, future)
+
+    def _register(
+        self,
+        uid: str,
+        subtask: int,
+        parallelism: int,
+        key_group_range: tuple[int, int] | range,
+        groups: Iterable[int],
+    ) -> tuple[int, int]:
+        """Validate one subtask's identity and key groups; record its step (the caller
+        holds `self._lock`)."""
+        if self._state != "open":
+            raise SnapshotError(f"cannot add state to a snapshot that is {self._state}")
+        if not isinstance(uid, str) or not uid:
+            raise ValueError(f"step uid must be a non-empty string, got {uid!r}")
+        if not 0 <= subtask < parallelism:
+            raise ValueError(f"subtask {subtask} outside parallelism {parallelism} ({uid!r})")
+        bounds = _key_group_bounds(key_group_range, self.meta.max_parallelism)
+        outside = [kg for kg in groups if not bounds[0] <= kg < bounds[1]]
+        if outside:
+            raise ValueError(
+                f"step {uid!r} subtask {subtask}: key groups {sorted(outside)[:5]} are outside "
+                f"its key_group_range [{bounds[0]}, {bounds[1]})"
+            )
+        known = self._steps.setdefault(uid, parallelism)
+        if known != parallelism:
+            raise ValueError(
+                f"step {uid!r}: parallelism {parallelism} differs from {known} given before"
+            )
+        if (uid, subtask) in self._tasks:
+            raise ValueError(f"step {uid!r} subtask {subtask} was added twice")
+        return bounds
 
     def progress(self) -> dict[str, int]:
         """Files done / queued and bytes uploaded so far (for status and ETAs)."""
@@ -215,36 +258,9 @@ class SnapshotWriter:
         Raises one `SnapshotError` naming the file and the cause if anything failed;
         then no manifest exists and the files written so far are removed best-effort.
         """
-        if self._state != "open":
-            raise SnapshotError(f"cannot finish a snapshot that is {self._state}")
-        self._state = "finishing"
         label = f"{self.kind} {self.snapshot_id} at {self.uri} failed (no manifest written)"
-        try:
-            try:
-                self._preflight.result()
-            except Exception as exc:
-                raise SnapshotError(f"{label}: {exc}") from exc
-            files: dict[str, list[SubtaskFile]] = {uid: [] for uid in self._steps}
-            failures: list[tuple[str, BaseException]] = []
-            for (uid, _subtask), (key, future) in sorted(self._tasks.items()):
-                try:
-                    files[uid].append(future.result())
-                except Exception as exc:
-                    failures.append((key, exc))
-            if failures:
-                key, cause = failures[0]
-                more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
-                self._remove_written()
-                raise SnapshotError(f"{label}: {key}: {cause}{more}") from cause
-            for uid, parallelism in self._steps.items():
-                have = {entry.subtask for entry in files[uid]}
-                lacking = sorted(set(range(parallelism)) - have)
-                if lacking:
-                    self._remove_written()
-                    raise SnapshotError(
-                        f"{label}: step {uid!r} has parallelism {parallelism} but subtasks "
-                        f"{lacking} were never added"
-                    )
+        with self._finishing(label):
+            files = self._collect(label, complete=True)
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 kind=self.kind,
@@ -261,22 +277,87 @@ class SnapshotWriter:
                 sources=self._sources,
                 meta={"engine_version": _engine_version(), **self.meta.extra},
             )
-            try:
-                self._storage.put(MANIFEST_NAME, manifest.to_json())
-            except Exception as exc:
-                # The PUT may have landed although the client saw an error (a timeout on
-                # the response): remove the manifest before its data, never the reverse.
-                with contextlib.suppress(Exception):
-                    self._storage.delete(MANIFEST_NAME)
-                self._remove_written()
-                raise SnapshotError(f"{label}: {MANIFEST_NAME}: {exc}") from exc
-            self._state = "finished"
+            self._put_last(MANIFEST_NAME, manifest.to_json(), label)
             return manifest
+
+    def finish_part(self, worker: int, workers: int, exchange: Mapping[str, Any]) -> WorkerPart:
+        """Like `finish`, for one worker of several: wait for this worker's files, then
+        write `parts/worker-<w>.json` (its subtasks, source positions and exchange
+        positions) instead of manifest.json. The coordinator writes the manifest once
+        every worker's part exists (parts.py)."""
+        label = f"{self.kind} {self.snapshot_id} at {self.uri}: worker {worker}'s part failed"
+        with self._finishing(label):
+            files = self._collect(label, complete=False)
+            part = WorkerPart(
+                format_version=FORMAT_VERSION,
+                worker=worker,
+                workers=workers,
+                snapshot_id=self.snapshot_id,
+                created_at=format_time(self._created_at),
+                size_bytes=sum(e.size for entries in files.values() for e in entries),
+                steps={
+                    uid: StepState(parallelism=self._steps[uid], subtasks=files[uid])
+                    for uid in self._steps
+                },
+                sources=self._sources,
+                exchange={t: {str(p): int(o) for p, o in ps.items()} for t, ps in exchange.items()},
+            )
+            self._put_last(part_key(worker), part.to_json(), label)
+            return part
+
+    @contextlib.contextmanager
+    def _finishing(self, label: str) -> Iterator[None]:
+        if self._state != "open":
+            raise SnapshotError(f"cannot finish a snapshot that is {self._state}")
+        self._state = "finishing"
+        try:
+            yield
+            self._state = "finished"
         except BaseException:
             self._state = "failed"
             raise
         finally:
             self._pool.shutdown(wait=False)
+
+    def _collect(self, label: str, *, complete: bool) -> dict[str, list[SubtaskFile]]:
+        """Every file's entry by uid (steps 3-4); `complete`: every subtask is here."""
+        try:
+            self._preflight.result()
+        except Exception as exc:
+            raise SnapshotError(f"{label}: {exc}") from exc
+        files: dict[str, list[SubtaskFile]] = {uid: [] for uid in self._steps}
+        failures: list[tuple[str, BaseException]] = []
+        for (uid, _subtask), (key, future) in sorted(self._tasks.items()):
+            try:
+                files[uid].append(future.result())
+            except Exception as exc:
+                failures.append((key, exc))
+        if failures:
+            key, cause = failures[0]
+            more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
+            self._remove_written()
+            raise SnapshotError(f"{label}: {key}: {cause}{more}") from cause
+        for uid, parallelism in self._steps.items():
+            have = {entry.subtask for entry in files[uid]}
+            lacking = sorted(set(range(parallelism)) - have)
+            if lacking and complete:
+                self._remove_written()
+                raise SnapshotError(
+                    f"{label}: step {uid!r} has parallelism {parallelism} but subtasks "
+                    f"{lacking} were never added"
+                )
+        return files
+
+    def _put_last(self, key: str, data: bytes, label: str) -> None:
+        try:
+            self._storage.put(key, data)
+        except Exception as exc:
+            # The PUT may have landed although the client saw an error (a timeout on
+            # the response): remove the manifest before its data, never the reverse.
+            with contextlib.suppress(Exception):
+                self._storage.delete(key)
+            self._remove_written()
+            raise SnapshotError(f"{label}: {key}: {exc}") from exc
 
     def abort(self) -> None:
         """Give up: stop queued work, wait for running uploads, delete what was written.
@@ -320,9 +401,17 @@ class SnapshotWriter:
     ) -> SubtaskFile:
         with self._encode_lock:
             encoded = encoder.encode(uid, subtask, keyed, operator_state)
+        return self._upload(key, subtask, bounds, encoded)
+
+    def _upload(
+        self, key: str, subtask: int, bounds: tuple[int, int], encoded: encoder.EncodedFile
+    ) -> SubtaskFile:
         self._preflight.result()  # never write into a folder that holds a snapshot
         if self._state == "aborted":
             raise SnapshotError("aborted")
+        # Encoded on the task's thread without the file's digest: hashed here, in one
+        # call that releases the GIL (encoder.encode_steps).
+        digest = encoded.sha256 or hashlib.sha256(encoded.payload).hexdigest()
         self._storage.put(key, encoded.payload)
         size = len(encoded.payload)
         with self._lock:
@@ -332,7 +421,7 @@ class SnapshotWriter:
             subtask=subtask,
             file=key,
             size=size,
-            sha256=encoded.sha256,
+            sha256=digest,
             key_group_range=bounds,
             blocks=encoded.blocks,
             operator_state=encoded.operator_state,

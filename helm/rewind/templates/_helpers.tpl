@@ -20,6 +20,15 @@ that two releases in one namespace do not collide.
 {{- end }}
 {{- end }}
 
+{{/*
+The name of cluster-scoped resources (ClusterRole, ClusterRoleBinding): the full name
+and the release's namespace, so that releases of the same name in two namespaces (the
+demo's in rewind-system and a test's elsewhere, say) never claim the same object.
+*/}}
+{{- define "rewind.clusterScopedName" -}}
+{{- printf "%s-%s" (include "rewind.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "rewind.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}

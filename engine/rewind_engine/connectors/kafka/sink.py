@@ -18,8 +18,9 @@ snapshot size (one checkpoint interval of output).
 The exactly-once protocol, step by step:
 
 1. Identity. Each writer has a *writer id* W = "{prefix}.{step uid}.{subtask}" (prefix
-   defaults to "rewind-{job id}"; set `transactional_id_prefix` to a stable name such as
-   the app's to fence zombies across restarts too). W is the producer's
+   defaults to "rewind-{app}", the app's identity, which stays the same across restarts
+   and versions of one app, so a restarted writer reuses its id and fences its zombies,
+   and which differs between apps, so a fork never fences its original). W is the producer's
    `transactional.id` and the consumer group that holds W's commit marker. Each writer
    instance also draws a random *run token* t.
 2. Fencing. Before a producer with transactional.id X is used, `init_transactions()`
@@ -51,9 +52,16 @@ The exactly-once protocol, step by step:
    keeps the last `MARKER_TOKENS` runs (offset metadata is limited to ~4 KB). A token
    that fell out of the map is treated as not committed (at-least-once, logged).
 
-The at-least-once writer produces in `write` with an idempotent producer and waits in
-`pre_commit` until the broker acknowledged everything, so a completed snapshot never
-has output missing before it; after a crash the output since the snapshot is sent again.
+The at-least-once writer produces in `write` with an idempotent producer and, before a
+snapshot's manifest is written (`wait_durable`, on the snapshot thread), waits until the
+broker acknowledged everything sent before that snapshot's barrier, so a completed
+snapshot never has output missing before it; after a crash the output since the
+snapshot is sent again.
+
+Neither writer blocks the job's loop on the broker: exactly-once transactions (step 6)
+run on the writer's `Committer` thread, and `committing()` tells `/status` what they
+wait for ("committing transaction to Kafka for checkpoint n, broker not answering
+since ...").
 
 What must stay true: partitioning by key uses murmur2 (the Java client's), so the same
 key lands in the same partition as with Kafka Streams; headers and keys pass through.
@@ -64,6 +72,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -80,6 +89,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from ..base import Sink, SinkContext, SinkWriter
+from .committer import Committer
 from .config import (
     ConfigValue,
     KafkaUnavailableError,
@@ -159,7 +169,7 @@ class KafkaSink(Sink):
         self.commit_timeout_s = commit_timeout_s
 
     def writer_id(self, ctx: SinkContext, subtask: int | None = None) -> str:
-        prefix = self.transactional_id_prefix or f"rewind-{ctx.job_id}"
+        prefix = self.transactional_id_prefix or f"rewind-{ctx.app or ctx.job_id}"
         return f"{prefix}.{ctx.step_uid}.{ctx.subtask if subtask is None else subtask}"
 
     def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
@@ -202,20 +212,26 @@ def _headers(headers: Headers | None) -> list[list[Any]] | None:
     return [[str(k), v.encode() if isinstance(v, str) else v] for k, v in items]
 
 
-def _produce_all(producer: Producer, default_topic: str, records: list[Encoded]) -> None:
+def _produce_all(
+    producer: Producer,
+    default_topic: str,
+    records: list[Encoded],
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
     """Queue every record, waiting for queue space instead of failing when it is full."""
     produce = producer.produce
     for topic, partition, key, value, headers in records:
         while True:
             try:
                 if headers is None:
-                    produce(topic or default_topic, value, key, partition)
+                    produce(topic or default_topic, value, key, partition, on_delivery)
                 else:
                     produce(
                         topic or default_topic,
                         value,
                         key,
                         partition,
+                        on_delivery,
                         headers=[(h[0], h[1]) for h in headers],
                     )
                 break
@@ -225,21 +241,39 @@ def _produce_all(producer: Producer, default_topic: str, records: list[Encoded])
     producer.poll(0)
 
 
+class _Epoch:
+    """The records an at-least-once writer sent between two barriers, and their acks."""
+
+    __slots__ = ("errors", "lock", "unacked")
+
+    def __init__(self, errors: list[str]) -> None:
+        self.unacked = 0
+        self.errors = errors
+        self.lock = threading.Lock()
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        # Delivery reports are served by whichever thread polls (the job's loop after a
+        # produce, the snapshot thread in wait_durable), hence the lock.
+        with self.lock:
+            self.unacked -= 1
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err}")
+
+
 class AtLeastOnceWriter(SinkWriter):
-    """Produces at once; `pre_commit` waits until the broker has everything."""
+    """Produces at once; a snapshot's manifest waits until the broker has everything
+    written before its barrier (`wait_durable`, on the snapshot thread, so the job's
+    loop goes on producing meanwhile)."""
 
     def __init__(self, sink: KafkaSink, servers: str) -> None:
         self.sink = sink
         self.errors: list[str] = []
         conf = producer_config(servers, sink.config)
         conf["error_cb"] = self._on_error
-        conf["on_delivery"] = self._on_delivery
         self.producer = Producer(conf)
         self.servers = servers
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err}")
+        self.epoch = _Epoch(self.errors)
+        self.closed: dict[int, _Epoch] = {}  # checkpoint id -> its epoch, until durable
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -248,7 +282,11 @@ class AtLeastOnceWriter(SinkWriter):
             log.warning("Kafka producer: %s", err)
 
     def write(self, records: list[Any]) -> None:
-        _produce_all(self.producer, self.sink.topic, self.sink.encode(records))
+        epoch = self.epoch
+        encoded = self.sink.encode(records)
+        with epoch.lock:
+            epoch.unacked += len(encoded)
+        _produce_all(self.producer, self.sink.topic, encoded, epoch.delivered)
         self._raise_errors()
 
     def _raise_errors(self) -> None:
@@ -259,12 +297,22 @@ class AtLeastOnceWriter(SinkWriter):
             )
 
     def pre_commit(self, checkpoint_id: int) -> Any:
-        # librdkafka retries until message.timeout.ms; a record it gives up on fails the
-        # job, which restores from the last snapshot and sends it again.
-        while self.producer.flush(1.0) > 0:
+        self._raise_errors()
+        self.closed[checkpoint_id] = self.epoch
+        self.epoch = _Epoch(self.errors)
+        return None
+
+    def wait_durable(self, checkpoint_id: int) -> None:
+        # librdkafka retries until message.timeout.ms; a record it gives up on fails
+        # this snapshot (and the job, at its next write), which restores from the last
+        # snapshot and sends it again.
+        epochs = [e for cid, e in list(self.closed.items()) if cid <= checkpoint_id]
+        while any(e.unacked > 0 for e in epochs):
+            self.producer.poll(0.1)
             self._raise_errors()
         self._raise_errors()
-        return None
+        for cid in [c for c in list(self.closed) if c <= checkpoint_id]:
+            self.closed.pop(cid, None)
 
     def commit(self, checkpoint_id: int, committable: Any) -> None:
         return None
@@ -474,7 +522,11 @@ def commit_restored(sink: KafkaSink, servers: str, restored: list[Any]) -> None:
 
 
 class ExactlyOnceWriter(SinkWriter):
-    """Buffers each checkpoint's output and produces it in a transaction on commit."""
+    """Buffers each checkpoint's output and produces it in a transaction on commit.
+
+    The transactions run on the writer's `Committer` thread: the job's loop (and with
+    it the control API) goes on while the broker is slow or stalled. `pending` is only
+    replaced, never changed in place, so the committer reads a consistent list."""
 
     def __init__(
         self, sink: KafkaSink, ctx: SinkContext, servers: str, restored: list[Any]
@@ -489,13 +541,25 @@ class ExactlyOnceWriter(SinkWriter):
         commit_restored(sink, servers, restored)
         # Made at the first commit: see commit_restored for why not here.
         self.txn: _TxnProducer | None = None
+        self.committer = Committer(
+            f"rewind-kafka-commit-{self.writer_id}",
+            self._commit_up_to,
+            "committing transaction to Kafka",
+        )
 
     def write(self, records: list[Any]) -> None:
         self.current.extend(self.sink.encode(records))
 
+    def _prune(self) -> None:
+        done = self.committer.done
+        if self.pending and self.pending[0][0] <= done:
+            self.pending = [e for e in self.pending if e[0] > done]
+
     def pre_commit(self, checkpoint_id: int) -> Any:
         """Step 5."""
-        self.pending.append([checkpoint_id, self.current])
+        self.committer.check()
+        self._prune()
+        self.pending = [*self.pending, [checkpoint_id, self.current]]
         self.current = []
         return {
             "v": COMMITTABLE_VERSION,
@@ -505,15 +569,39 @@ class ExactlyOnceWriter(SinkWriter):
         }
 
     def commit(self, checkpoint_id: int, committable: Any) -> None:
-        """Step 6: everything pending up to `checkpoint_id`, in one transaction."""
+        """Step 6, handed to the committer thread; returns at once."""
+        self._prune()
+        self.committer.request(checkpoint_id)
+
+    def _commit_up_to(self, checkpoint_id: int) -> None:
+        """On the committer's thread: everything pending up to `checkpoint_id`, in one
+        transaction."""
         due = [e for e in self.pending if e[0] <= checkpoint_id]
         if not due:
             return
         if self.txn is None:
             self.txn = _TxnProducer(self.sink, self.servers, self.writer_id)
         self.txn.commit_epochs(self.token, due)
-        self.pending = [e for e in self.pending if e[0] > checkpoint_id]
+
+    def committing(self) -> str | None:
+        self._prune()
+        return self.committer.committing()
+
+    def wait_committed(self, timeout_s: float | None = None) -> None:
+        """Block until every requested commit is done; raise the error one ended with.
+        For callers that drive a writer by hand (tests, tools); the runtime never waits."""
+        limit = self.sink.commit_timeout_s if timeout_s is None else timeout_s
+        if not self.committer.wait(limit):
+            raise KafkaUnavailableError(
+                f"the Kafka transaction of {self.writer_id} did not commit within {limit:g}s"
+            )
+        self.committer.check()
+        self._prune()
 
     def close(self) -> None:
-        if self.txn is not None:
+        # A job that finished has waited for its commits (`committing`); one that was
+        # cancelled or failed leaves the rest to the next run, which replays it from
+        # the snapshot. Wait briefly, then leave the producer to the committer thread.
+        self.committer.close()
+        if self.committer.wait(5.0) and self.txn is not None:
             self.txn.close()

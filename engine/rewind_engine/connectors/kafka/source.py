@@ -265,7 +265,7 @@ class KafkaSource(SourceBase):
     def open_split(self, split: str, position: Any | None, ctx: SourceContext) -> SplitReader:
         topic, partition = parse_split(split)
         if position is None:
-            offset = self._start_offset(split, topic, partition, ctx.step_uid)
+            offset = self._start_offset(split, topic, partition, ctx)
         elif isinstance(position, int) and position >= 0:
             offset = position
         else:
@@ -278,13 +278,13 @@ class KafkaSource(SourceBase):
         log.info("reading %s from offset %d (subtask %d)", split, offset, ctx.subtask)
         return shared.open(topic, partition, offset)
 
-    def _start_offset(self, split: str, topic: str, partition: int, step_uid: str) -> int:
+    def _start_offset(self, split: str, topic: str, partition: int, ctx: SourceContext) -> int:
         tp = TopicPartition(topic, partition)
         start: Start = self.start
         if self._initial is not None and split not in self._initial:
             start = "earliest"  # a partition added while running: all of it is new
         if start == "committed":
-            committed = self._committed(tp, step_uid)
+            committed = self._committed(tp, ctx)
             if committed is not None:
                 return committed
             start = self.committed_fallback
@@ -328,8 +328,8 @@ class KafkaSource(SourceBase):
             )
         return offset
 
-    def _committed(self, tp: TopicPartition, step_uid: str) -> int | None:
-        group = self.monitoring_group(step_uid)
+    def _committed(self, tp: TopicPartition, ctx: SourceContext) -> int | None:
+        group = self.monitoring_group(ctx)
         admin = self._admin_client()
 
         def ask() -> int:
@@ -347,11 +347,14 @@ class KafkaSource(SourceBase):
         )
         return None if offset < 0 or offset == OFFSET_INVALID else offset
 
-    def monitoring_group(self, step_uid: str) -> str:
-        """The consumer group that offsets are committed to (and read for "committed")."""
+    def monitoring_group(self, ctx: SourceContext) -> str:
+        """The consumer group that offsets are committed to (and read for "committed"):
+        `group_id`, else "rewind.{app}.{step uid}", one per app and source step. The
+        app's identity keeps apps that share a step uid (v2 and its fork, or unrelated
+        apps) out of each other's offsets and lag."""
         if self.group_id:
             return self.group_id
-        return f"rewind.{step_uid}"
+        return f"rewind.{ctx.app or ctx.job_id}.{ctx.step_uid}"
 
     def _forget(self, subtask: int) -> None:
         with self._lock:
@@ -385,7 +388,7 @@ class _SharedConsumer:
         self.source = source
         self.ctx = ctx
         servers = source._bootstrap
-        self.group = source.monitoring_group(ctx.step_uid)
+        self.group = source.monitoring_group(ctx)
         self.consumer = Consumer(consumer_config(servers, self.group, source.config))
         self.buffers: dict[tuple[str, int], list[Message]] = {}
         self.paused: set[tuple[str, int]] = set()

@@ -1,0 +1,205 @@
+"""A StreamApp of several workers on the real local cluster: a StatefulSet of engine
+pods (process kubelet), Kafka between them, MinIO for the state.
+
+v1 runs at 2 workers; v2 is applied at 3 workers: the operator takes the upgrade
+savepoint through worker 0, stops every worker, and starts v2's three from it (a
+stateful rescale). A suspend then takes a final savepoint, and the committed counts
+must equal the exact counts of the events consumed (recorded in that savepoint), none
+emitted twice: nothing lost or doubled across the rescale.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka.admin import AdminClient
+from rewind_operator.testing import OperatorProcess, wait_until
+
+from dev import devcluster
+from dev.devcluster import ClusterEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples" / "post_analytics"))
+from post_events import post_event  # noqa: E402
+
+V1 = "rewind-examples/post-analytics:v1"
+V2 = "rewind-examples/post-analytics:v2"
+
+
+@pytest.fixture
+def kafka_secret(cluster: ClusterEnv, namespace: str) -> str:
+    """A Secret with the exchange's Kafka address (as `spec.exchange.credentialsSecret`)."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kafka"},
+        "stringData": {"REWIND_KAFKA_BOOTSTRAP": cluster.kafka_bootstrap},
+    }
+    assert apply(namespace, body, cluster).returncode == 0
+    return "kafka"
+
+
+@pytest.fixture
+def operator(
+    cluster: ClusterEnv, crds: None, namespace: str, s3_secret: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with OperatorProcess([namespace], tmp_path / "operator.log", env=cluster.env()) as proc:
+        yield proc
+    # Before the bucket is emptied: no worker may still be writing checkpoints to it.
+    for kind in ("statefulsets", "deployments"):
+        devcluster.kubectl("delete", kind, "--all", namespace=namespace, env=cluster)
+    wait_until("the engine pods to stop", lambda: not items("pods", namespace, cluster))
+    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+    mine = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"rewind-{namespace}.")]
+    if mine:
+        for future in admin.delete_topics(mine, request_timeout=60).values():
+            future.result()
+
+
+def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
+    return devcluster.kubectl(
+        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
+    )
+
+
+def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
+    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def items(kind: str, namespace: str, cluster: ClusterEnv) -> list[dict[str, Any]]:
+    result = devcluster.kubectl("get", kind, "-o", "json", namespace=namespace, env=cluster)
+    return list(json.loads(result.stdout)["items"])
+
+
+def app_status(namespace: str, cluster: ClusterEnv) -> dict[str, Any]:
+    return dict(((get("sapp", "pa", namespace, cluster) or {}).get("status")) or {})
+
+
+def ready(st: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
+
+
+def wait_running(namespace: str, cluster: ClusterEnv, image: str, workers: int) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        st = app_status(namespace, cluster)
+        job = st.get("job") or {}
+        if (
+            st.get("phase") == "Running"
+            and st.get("image") == image
+            and not st.get("operation")
+            and ready(st)
+            and st.get("workers") == f"{workers}/{workers}"
+            and len(job.get("workers") or []) == workers
+            and job.get("recordsIn", 0) > 0
+        ):
+            return st
+        return None
+
+    return wait_until(f"pa running {image} at {workers} workers", check)
+
+
+def check_counts(out: Path, sources: dict[str, Any]) -> None:
+    """Committed counts equal the exact counts of the events consumed; none twice."""
+    expected: collections.Counter[tuple[int, str]] = collections.Counter()
+    for split, produced in sources["post-events"].items():
+        index = int(split.removeprefix("gen-"))
+        for k in range(int(produced)):
+            event = post_event(index + 2 * k)
+            expected[(event["post_id"], event["kind"])] += 1
+    emitted: dict[tuple[int, str], list[int]] = collections.defaultdict(list)
+    for part in sorted((out / "counts").glob("*.jsonl")):
+        for line in part.read_text().splitlines():
+            row = json.loads(line)
+            emitted[(row["post_id"], row["kind"])].append(row["count"])
+    assert sum(expected.values()) > 0
+    final = {key: max(values) for key, values in emitted.items()}
+    wrong = {k: (expected[k], final.get(k)) for k in expected if final.get(k) != expected[k]}
+    assert not wrong, f"counts differ (expected, committed): {wrong}"
+    doubled = {k: v for k, v in emitted.items() if len(v) != len(set(v))}
+    assert not doubled, f"counts emitted twice: {list(doubled)[:5]}"
+
+
+def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
+    cluster: ClusterEnv,
+    operator: OperatorProcess,
+    namespace: str,
+    s3_bucket: str,
+    kafka_secret: str,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    body = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "StreamApp",
+        "metadata": {"name": "pa"},
+        "spec": {
+            "image": V1,
+            "flow": "flow.py",
+            "workers": 2,
+            "parallelism": 2,
+            "maxParallelism": 128,
+            "exchange": {"credentialsSecret": kafka_secret},
+            "env": [
+                {"name": "REWIND_OUT", "value": str(out)},
+                {"name": "REWIND_RATE", "value": "300"},
+            ],
+            "snapshots": {
+                "location": f"s3://{s3_bucket}/pa",
+                "credentialsSecret": "s3-creds",
+                "checkpointInterval": "2s",
+                "savepointTimeout": "60s",
+            },
+            "rollback": {"enabled": True, "readinessTimeout": "180s"},
+        },
+    }
+    assert apply(namespace, body, cluster).returncode == 0
+    st = wait_running(namespace, cluster, V1, 2)
+    assert [w["index"] for w in st["job"]["workers"]] == [0, 1]
+    assert all(w["state"] == "RUNNING" for w in st["job"]["workers"])
+    sts = get("statefulset", "pa-engine", namespace, cluster)
+    assert sts is not None and sts["spec"]["replicas"] == 2
+    assert get("deployment", "pa-engine", namespace, cluster) is None
+    pods = sorted(p["metadata"]["name"] for p in items("pods", namespace, cluster))
+    assert pods == ["pa-engine-0", "pa-engine-1"]
+    assert cluster.kafka_bootstrap not in json.dumps(st), "the Secret's value stays out"
+
+    # v1 at 2 workers -> v2 at 3 workers: worker 0's stop-with-savepoint, then v2 from it.
+    body["spec"].update(image=V2, workers=3, parallelism=3)
+    assert apply(namespace, body, cluster).returncode == 0
+    st = wait_running(namespace, cluster, V2, 3)
+    [upgrade] = [s for s in items("sp", namespace, cluster) if s["spec"]["reason"] == "upgrade"]
+    assert upgrade["status"]["phase"] == "Completed"
+    assert st["restoredFrom"]["name"] == upgrade["metadata"]["name"]
+    assert st["job"]["restoredFrom"], "worker 0 reports what the job restored"
+    pods = sorted(p["metadata"]["name"] for p in items("pods", namespace, cluster))
+    assert pods == ["pa-engine-0", "pa-engine-1", "pa-engine-2"]
+    hashes = {
+        (p["metadata"].get("annotations") or {}).get("rewind.dev/workload-hash")
+        for p in items("pods", namespace, cluster)
+    }
+    assert hashes == {st["workloadHash"]}, "every worker runs the new version"
+
+    # A final savepoint (suspend): the counts are exact across the rescale.
+    body["spec"]["state"] = "suspended"
+    assert apply(namespace, body, cluster).returncode == 0
+    wait_until("pa suspended", lambda: app_status(namespace, cluster).get("phase") == "Suspended")
+    [final] = [
+        s
+        for s in items("sp", namespace, cluster)
+        if s["spec"]["reason"] == "suspend" and s["status"].get("phase") == "Completed"
+    ]
+    consumed = sum(final["status"]["sources"]["post-events"].values())
+    at_upgrade = sum(upgrade["status"]["sources"]["post-events"].values())
+    assert consumed > at_upgrade > 0, "v2 went on reading after the savepoint"
+    check_counts(out, final["status"]["sources"])
+    assert list((out / "organic_paid").glob("*.jsonl")), "v2's new step wrote output"

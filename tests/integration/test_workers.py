@@ -1,0 +1,270 @@
+"""One job as several `rewind run --workers N` processes, exchanging through real Kafka.
+
+The post-analytics v1 flow (examples/post_analytics) counts events per (post, kind);
+every output row is (post, kind, running count), one per event, so exactly-once has a
+sharp meaning: the multiset of committed rows must equal a 1-worker run's, row for row
+(a lost or doubled event changes some key's sequence of counts). Timing only decides
+where a job is interrupted; every assertion is on exact results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from rewind_engine.testing import free_port, read_jsonl
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
+
+REPO = Path(__file__).resolve().parents[2]
+V1 = REPO / "examples/post_analytics/v1/flow.py"
+REWIND = [sys.executable, "-m", "rewind_operator.cli"]
+TOTAL = 20000
+
+
+def start_workers(
+    tmp: Path,
+    servers: str,
+    workers: int,
+    job: str,
+    *args: str,
+    control: str | None = None,
+    flow_args: tuple[str, ...] = (),
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(workers):
+        extra = ["--control", control] if control and i == 0 else []
+        with (tmp / f"{job}-w{i}-{time.monotonic_ns()}.log").open("w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *REWIND,
+                        "run",
+                        str(V1),
+                        "--snapshots",
+                        f"file://{tmp}/snapshots",
+                        "--job-id",
+                        job,
+                        "--workers",
+                        str(workers),
+                        "--worker-index",
+                        str(i),
+                        "--worker-timeout",
+                        "3",
+                        *extra,
+                        *args,
+                        "--",
+                        *flow_args,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "REWIND_KAFKA_BOOTSTRAP": servers},
+                    cwd=tmp,
+                )
+            )
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    return [p.wait() for p in procs]
+
+
+def as_multiset(records: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(json.dumps(r, sort_keys=True) for r in records)
+
+
+def get(control: str, path: str) -> Any:
+    with urllib.request.urlopen(f"http://{control}{path}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*REWIND, *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The committed output of one uninterrupted single-process run."""
+    tmp = tmp_path_factory.mktemp("one")
+    out = tmp / "out"
+    done = subprocess.run(
+        [
+            *REWIND,
+            "run",
+            str(V1),
+            "--snapshots",
+            f"file://{tmp}/s",
+            "--",
+            "--out",
+            str(out),
+            "--total",
+            str(TOTAL),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = read_jsonl(out / "counts")
+    assert len(rows) == TOTAL
+    return rows
+
+
+JOBS: list[str] = []
+
+
+def job_name() -> str:
+    JOBS.append(f"w{uuid.uuid4().hex[:8]}")
+    return JOBS[-1]
+
+
+@pytest.fixture(autouse=True)
+def _delete_job_topics(kafka_bootstrap: str) -> Iterator[None]:
+    """The exchange and control topics the engine created for this test's jobs."""
+    yield
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    prefixes = tuple(f"rewind-{job}-" for job in JOBS)
+    doomed = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefixes)]
+    JOBS.clear()
+    if doomed:
+        for future in admin.delete_topics(doomed, request_timeout=60).values():
+            future.result()
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_n_workers_count_exactly_what_one_process_counts(
+    tmp_path: Path, kafka_bootstrap: str, reference: list[dict[str, Any]], workers: int
+) -> None:
+    job = job_name()
+    out = tmp_path / "out"
+    procs = start_workers(
+        tmp_path,
+        kafka_bootstrap,
+        workers,
+        job,
+        "--checkpoint-interval",
+        "0.5",
+        flow_args=("--out", str(out), "--total", str(TOTAL)),
+    )
+    assert wait_all(procs) == [0] * workers
+    assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
+    # The final checkpoint lists every worker's part and the exchange positions.
+    latest = sorted((tmp_path / "snapshots/checkpoints" / job).glob("chk-*/manifest.json"))
+    manifest = json.loads(latest[-1].read_text())
+    assert [w["worker"] for w in manifest["workers"]] == list(range(workers))
+    assert manifest["exchange"], "no exchange positions in the manifest"
+
+
+def test_a_killed_worker_fails_the_job_and_a_restart_from_latest_is_exact(
+    tmp_path: Path, kafka_bootstrap: str, reference: list[dict[str, Any]]
+) -> None:
+    rnd = random.Random(14)
+    job = job_name()
+    out = tmp_path / "out"
+    control = f"127.0.0.1:{free_port()}"
+    flow_args = ("--out", str(out), "--total", str(TOTAL), "--rate", "3000")
+    args = ("--restore", "latest", "--checkpoint-interval", "0.3")
+    procs = start_workers(
+        tmp_path, kafka_bootstrap, 3, job, *args, control=control, flow_args=flow_args
+    )
+    while True:  # until a global checkpoint completed (then a restart has one to use)
+        assert procs[0].poll() is None, "the coordinator exited early"
+        try:
+            if get(control, "/status")["last_checkpoint"] is not None:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    time.sleep(rnd.uniform(0.2, 1.0))
+    victim = rnd.choice([1, 2])
+    procs[victim].send_signal(signal.SIGKILL)
+    codes = wait_all(procs)
+    assert codes[victim] == -signal.SIGKILL
+    assert all(c == 1 for i, c in enumerate(codes) if i != victim), codes
+    logs = "".join(p.read_text() for p in tmp_path.glob(f"{job}-w0-*.log"))
+    assert f"worker {victim} sent nothing" in logs
+    procs = start_workers(tmp_path, kafka_bootstrap, 3, job, *args, flow_args=flow_args)
+    assert wait_all(procs) == [0, 0, 0]
+    assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
+
+
+def test_a_savepoint_at_2_workers_restores_at_3_and_at_1(
+    tmp_path: Path, kafka_bootstrap: str, reference: list[dict[str, Any]]
+) -> None:
+    job = job_name()
+    control = f"127.0.0.1:{free_port()}"
+    before_out = tmp_path / "out-2"
+    procs = start_workers(
+        tmp_path,
+        kafka_bootstrap,
+        2,
+        job,
+        "--checkpoint-interval",
+        "0.3",
+        control=control,
+        flow_args=("--out", str(before_out), "--total", str(TOTAL), "--rate", "2000"),
+    )
+    while True:
+        assert procs[0].poll() is None, "the coordinator exited early"
+        try:
+            if get(control, "/status")["records_out"] >= 500:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    stopped = cli("stop", "--control", control)
+    assert stopped.returncode == 0, stopped.stderr
+    uri = stopped.stdout.strip().splitlines()[-1]
+    assert wait_all(procs) == [0, 0]
+    info = json.loads(cli("inspect", uri, "--json").stdout)
+    assert [w["worker"] for w in info["workers"]] == [0, 1]
+    assert info["exchange"]
+    consumed = sum(info["sources"]["post-events"].values())
+    assert 0 < consumed < TOTAL
+    text = cli("inspect", uri).stdout
+    assert "workers (2):" in text and "exchange positions" in text
+    before = read_jsonl(before_out / "counts")
+    for workers in (3, 1):
+        out = tmp_path / f"out-{workers}"
+        flow_args = ("--out", str(out), "--total", str(TOTAL))
+        if workers == 1:
+            done = subprocess.run(
+                [
+                    *REWIND,
+                    "run",
+                    str(V1),
+                    "--snapshots",
+                    f"file://{tmp_path}/snapshots",
+                    "--restore",
+                    uri,
+                    "--parallelism",
+                    "1",
+                    "--",
+                    *flow_args,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        else:
+            procs = start_workers(
+                tmp_path, kafka_bootstrap, workers, job_name(), "--restore", uri,
+                flow_args=flow_args,
+            )  # fmt: skip
+            assert wait_all(procs) == [0] * workers
+        after = read_jsonl(out / "counts")
+        assert as_multiset(before + after) == as_multiset(reference), f"{workers} workers"

@@ -1,0 +1,158 @@
+"""Sink commits off the job's loop: the Committer, and a job that waits for it.
+
+A sink whose commit blocks (a stalled broker) must not stall the job's loop: /status
+keeps answering with the reason, the job finishes only once the commit is done, and a
+commit that fails fails the job on its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rewind_engine import Dataflow, GeneratorSource
+from rewind_engine.connectors.base import Sink, SinkContext, SinkWriter
+from rewind_engine.connectors.kafka.committer import Committer
+from rewind_engine.runtime.job import Job
+from rewind_engine.settings import Settings, SnapshotSettings
+
+
+def test_committer_coalesces_requests_and_runs_them_in_order() -> None:
+    gate = threading.Event()
+    seen: list[int] = []
+
+    def commit(n: int) -> None:
+        gate.wait()
+        seen.append(n)
+
+    c = Committer("t", commit, "committing")
+    c.request(1)
+    while c.committing() != "committing for checkpoint 1":
+        pass  # the thread has picked up 1 (it reports the id it works on)
+    for n in (2, 3, 4):
+        c.request(n)
+    gate.set()
+    assert c.wait(60)
+    c.request(2)  # already covered by 4: nothing to do
+    assert c.wait(60)
+    c.close()
+    assert seen == [1, 4]
+    assert c.done == 4 and c.committing() is None
+
+
+def test_committer_reports_a_slow_commit_with_the_time_it_started() -> None:
+    gate = threading.Event()
+    c = Committer("t", lambda n: gate.wait() and None, "committing transaction to Kafka")
+    c.request(7)
+    while "broker not answering since" not in (c.committing() or ""):
+        threading.Event().wait(0.05)
+    reason = c.committing() or ""
+    assert reason.startswith("committing transaction to Kafka for checkpoint 7, broker not")
+    assert "+00:00" in reason  # an absolute UTC time a reader can compare with logs
+    gate.set()
+    assert c.wait(60)
+    c.close()
+
+
+def test_committer_raises_a_failed_commit_on_the_callers_thread() -> None:
+    def commit(n: int) -> None:
+        raise RuntimeError(f"broker said no to {n}")
+
+    c = Committer("t", commit, "committing")
+    c.request(3)
+    assert c.wait(60)  # a failed commit is not "due" any more
+    with pytest.raises(RuntimeError, match="broker said no to 3"):
+        c.committing()
+    with pytest.raises(RuntimeError, match="broker said no to 3"):
+        c.request(4)
+    c.close()
+
+
+class _StalledSink(Sink):
+    """Commits on a Committer thread that waits for `gate`; records what it committed."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.gate = threading.Event()
+        self.fail = fail
+        self.committed: list[Any] = []
+
+    def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
+        return _StalledWriter(self)
+
+
+class _StalledWriter(SinkWriter):
+    def __init__(self, sink: _StalledSink) -> None:
+        self.sink = sink
+        self.staged: list[Any] = []
+        self.pending: dict[int, list[Any]] = {}
+        self.committer = Committer("stalled", self._commit, "committing to the stalled sink")
+
+    def write(self, records: list[Any]) -> None:
+        self.staged.extend(records)
+
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        self.pending[checkpoint_id], self.staged = self.staged, []
+        return {"records": len(self.pending[checkpoint_id])}  # None would skip the commit
+
+    def commit(self, checkpoint_id: int, committable: Any) -> None:
+        self.committer.request(checkpoint_id)
+
+    def _commit(self, n: int) -> None:
+        self.sink.gate.wait()
+        if self.sink.fail:
+            raise RuntimeError("the stalled sink gave up")
+        for cid in sorted(c for c in list(self.pending) if c <= n):
+            self.sink.committed.extend(self.pending.pop(cid))
+
+    def committing(self) -> str | None:
+        return self.committer.committing()
+
+    def close(self) -> None:
+        self.committer.close()
+
+
+def _job(tmp_path: Path, sink: _StalledSink) -> Job:
+    flow = Dataflow("stalled")
+    flow.source("gen", GeneratorSource(total=50)).sink("out", sink)
+    settings = Settings(snapshots=SnapshotSettings(location=f"file://{tmp_path}/snaps"))
+    return Job(flow, settings)
+
+
+def test_a_job_answers_and_finishes_only_once_its_sink_has_committed(tmp_path: Path) -> None:
+    sink = _StalledSink()
+    job = _job(tmp_path, sink)
+
+    async def scenario() -> tuple[str, list[str | None]]:
+        run = asyncio.create_task(job.run())
+        reasons: list[str | None] = []
+        # The final checkpoint completes; its commit hangs. The loop still answers.
+        while not (reason := job.status()["reason"]) or "not answering" not in reason:
+            assert not run.done(), job.error
+            await asyncio.sleep(0.05)
+        reasons.append(reason)
+        assert not run.done()
+        assert job.status()["state"] == "FINISHED"  # the snapshot is complete ...
+        assert sink.committed == []  # ... its output is not visible yet
+        sink.gate.set()
+        state = await run
+        reasons.append(job.status()["reason"])
+        return state, reasons
+
+    state, reasons = asyncio.run(scenario())
+    assert state == "FINISHED", job.error
+    assert reasons[0] is not None and reasons[0].startswith(
+        "out[0]: committing to the stalled sink for checkpoint 1, broker not answering since"
+    )
+    assert reasons[1] is None
+    assert sink.committed == list(range(50))
+
+
+def test_a_failed_background_commit_fails_the_job(tmp_path: Path) -> None:
+    sink = _StalledSink(fail=True)
+    sink.gate.set()
+    job = _job(tmp_path, sink)
+    assert asyncio.run(job.run()) == "FAILED"
+    assert job.error is not None and "the stalled sink gave up" in job.error

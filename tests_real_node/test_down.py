@@ -1,0 +1,61 @@
+"""`dev/cluster down` on the real node leaves nothing behind: no process, mount, netns,
+cgroup, bridge or iptables chain (runs last: it stops the shared cluster)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from dev import devcluster
+from dev.devcluster import ClusterEnv
+from dev.node import runtime
+from dev.plane import components
+from dev.plane.layout import State
+
+
+def _marked(state: State) -> list[int]:
+    needle = f"{components.MARKER}={state.root}".encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+def test_down_leaves_nothing_behind(real_node: ClusterEnv) -> None:
+    state = State.default()
+    ns = "rn-down"
+    devcluster.kubectl("create", "namespace", ns, env=real_node)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "left"},
+        "spec": {"containers": [{"name": "main", "image": "rewind/engine:0.1.0",
+                                 "imagePullPolicy": "Never",
+                                 "command": ["python", "-c", "import time; time.sleep(3600)"]}]},
+    }  # fmt: skip
+    deadline = time.monotonic() + 180
+    while devcluster.kubectl("get", "sa", "default", namespace=ns).returncode != 0:
+        assert time.monotonic() < deadline, "no default service account"
+        time.sleep(0.3)
+    devcluster.kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(manifest), check=True)
+    while True:
+        got = json.loads(
+            devcluster.kubectl("get", "pod", "left", "-o", "json", namespace=ns).stdout
+        )
+        if got["status"].get("phase") == "Running":
+            break
+        assert time.monotonic() < deadline, f"pod never ran: {got['status']}"
+        time.sleep(0.3)
+    nets = runtime.netns_paths(state)
+    assert nets, "a running pod has a network namespace"
+    assert runtime.leftovers(state, nets), "while up, the node holds mounts, a bridge, ..."
+
+    devcluster.down()
+
+    assert runtime.leftovers(state, nets) == []
+    assert _marked(state) == []

@@ -1,0 +1,171 @@
+"""The real node runs the project's images as a user's cluster would (dev/node/).
+
+Each test starts pods from the images built from Dockerfile.engine, Dockerfile.operator
+and examples/post_analytics/Dockerfile, and checks what only a real container runtime
+gives: the user and read-only root file system, cgroup limits, `kubectl exec`/`logs`, a
+ClusterIP Service routed by kube-proxy, and a missing image reported as such.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from dev import devcluster
+from dev.node.net import NodeNet
+from dev.plane.layout import State
+
+T = TypeVar("T")
+Json = dict[str, Any]
+LIMIT = 180.0
+"""Fail-safe only: how long a wait may take before the test is declared hung."""
+SLEEP = ["python", "-c", "import time; print('up', flush=True); time.sleep(3600)"]
+CHART_SECURITY = {
+    # What helm/rewind/templates gives the operator's container.
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def wait_for(what: str, probe: Callable[[], T | None], limit: float = LIMIT) -> T:
+    deadline = time.monotonic() + limit
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"gave up waiting for {what}; last observation: {last!r}")
+
+
+def kubectl(*args: str, namespace: str, input: str | None = None) -> str:
+    done = devcluster.kubectl(*args, namespace=namespace, input=input)
+    assert done.returncode == 0, f"kubectl {' '.join(args)} failed: {done.stderr}"
+    return done.stdout
+
+
+def pod(name: str, image: str, command: list[str], **container: Any) -> Json:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    **container,
+                }
+            ],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+def start(namespace: str, manifest: Json) -> Json:
+    """Applies a pod and waits until it runs; returns its status."""
+    wait_for(
+        "the default service account",
+        lambda: devcluster.kubectl("get", "sa", "default", namespace=namespace).returncode == 0,
+    )
+    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(manifest))
+    name = manifest["metadata"]["name"]
+
+    def running() -> Json | None:
+        got = json.loads(kubectl("get", "pod", name, "-o", "json", namespace=namespace))
+        return got if got["status"].get("phase") == "Running" else None
+
+    return wait_for(f"pod {name} running", running)
+
+
+def exec_(namespace: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return devcluster.kubectl("exec", name, "--", *cmd, namespace=namespace)
+
+
+def test_operator_image_runs_as_non_root_with_a_read_only_root(namespace: str) -> None:
+    start(namespace, pod("op", "rewind/operator:0.1.0", SLEEP, securityContext=CHART_SECURITY))
+    assert exec_(namespace, "op", "id", "-u").stdout.strip() == "10001"
+    write = exec_(namespace, "op", "python", "-c", "open('/probe', 'w')")
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+
+
+def test_engine_pod_limits_are_its_cgroup(namespace: str) -> None:
+    limits = {"cpu": "250m", "memory": "200Mi"}
+    start(namespace, pod("eng", "rewind/engine:0.1.0", SLEEP, resources={"limits": limits}))
+    memory = exec_(namespace, "eng", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    quota = exec_(namespace, "eng", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    period = exec_(namespace, "eng", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    assert int(memory.stdout) == 200 * 2**20
+    assert int(quota.stdout) / int(period.stdout) == pytest.approx(0.25)
+
+
+def test_exec_and_logs_of_an_app_image(namespace: str) -> None:
+    start(namespace, pod("app", "rewind-examples/post-analytics:v2", SLEEP))
+    listing = exec_(namespace, "app", "ls", "/app")
+    assert listing.returncode == 0 and "flow.py" in listing.stdout.split()
+    assert exec_(namespace, "app", "rewind", "--help").returncode == 0
+    wait_for("the pod's log", lambda: "up" in kubectl("logs", "app", namespace=namespace))
+
+
+def test_pods_get_addresses_of_this_clusters_test_range(namespace: str) -> None:
+    status = start(namespace, pod("ip", "rewind/engine:0.1.0", SLEEP))["status"]
+    net = NodeNet.of(State.default())
+    assert ipaddress.ip_address(status["podIP"]) in ipaddress.ip_network(net.pod_cidr)
+
+
+def test_a_cluster_ip_service_answers_through_kube_proxy(namespace: str) -> None:
+    server = ["python", "-m", "http.server", "8081", "--directory", "/opt/rewind"]
+    start(namespace, pod("web", "rewind/engine:0.1.0", server))
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8081}]},
+    }
+    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(service))
+    ip = json.loads(kubectl("get", "svc", "web", "-o", "json", namespace=namespace))["spec"][
+        "clusterIP"
+    ]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(
+        NodeNet.of(State.default()).service_cidr
+    )
+
+    def answer() -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"http://{ip}/", timeout=3) as r:
+                return bytes(r.read())
+        except OSError:
+            return None
+
+    assert b"bin/" in wait_for(f"an answer from {ip}:80", answer)
+
+
+def test_an_image_that_does_not_exist_is_reported(namespace: str) -> None:
+    wait_for(
+        "the default service account",
+        lambda: devcluster.kubectl("get", "sa", "default", namespace=namespace).returncode == 0,
+    )
+    manifest = pod("nope", "rewind-examples/post-analytics:does-not-exist", SLEEP)
+    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(manifest))
+
+    def reason() -> str | None:
+        got = json.loads(kubectl("get", "pod", "nope", "-o", "json", namespace=namespace))
+        for c in got["status"].get("containerStatuses") or []:
+            waiting = c.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull"):
+                return str(waiting["reason"])
+        return None
+
+    assert wait_for("the pod's image error", reason) == "ErrImageNeverPull"
