@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from rewind_operator.testing import wait_until
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
@@ -65,8 +66,8 @@ def test_down_leaves_no_process_and_up_restores_the_cluster(
                        check=True, env=cluster)  # fmt: skip
     devcluster.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=180s",
                        namespace=namespace, check=True, env=cluster)  # fmt: skip
-    pod_procs = _with_token(token)
-    assert pod_procs, "the pod's process was not found"
+    # Ready means the container's shim started; the shim execs the command a moment later.
+    pod_procs = wait_until("the pod's process", lambda: _with_token(token), timeout=60)
 
     roots = [p for f in state.run.glob("*.pid") if (p := procs.read_pidfile(f))]
     before = [q for r in roots for q in (r, *procs.descendants(r))] + pod_procs

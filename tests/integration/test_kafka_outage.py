@@ -171,7 +171,8 @@ def assert_exactly_once(outputs: list[dict], expected: Counter[str]) -> None:
     want = Counter({(post, i): 1 for post, n in expected.items() for i in range(1, n + 1)})
     assert seen == want, (
         f"duplicates: {[k for k, v in seen.items() if v > 1][:5]}, "
-        f"missing: {list((want - seen).elements())[:5]}"
+        f"missing: {list((want - seen).elements())[:5]}, "
+        f"unexpected: {list((seen - want).elements())[:5]}"
     )
 
 

@@ -104,8 +104,8 @@ def test_long_messages_are_cut_to_the_kubelets_limit(tmp_path: Path) -> None:
     [
         (
             REPO / "examples/post_analytics/v3-crash/flow.py",
-            "setup failed: step 'counts-out' could not open: RuntimeError: post_analytics v3"
-            " crashes at start",
+            "cannot start the job: RuntimeError: step 'counts-out' could not open:"
+            " RuntimeError: post_analytics v3 crashes at start",
         ),
         (REPO / "examples/no-such-flow.py", "cannot load flow"),
     ],

@@ -1,10 +1,10 @@
 """Post analytics v3-crash: a broken release that fails as it starts.
 
-v1's steps and uids (so its state restores, and a restore preflight passes), but its
-output goes to a store it cannot open: the job fails while starting, after the restore,
-every time. Used by the rollback tests: the operator upgrades to it, it never becomes
-ready, and the operator must roll back to the last stable version from the same
-savepoint.
+v2's steps and uids (so a savepoint of v1 or v2 restores, and a restore preflight
+passes), but its counts go to a store it cannot open: the job fails while starting,
+after the restore, every time. Used by the rollback tests: the operator upgrades to it,
+it never becomes ready, and the operator must roll back to the last stable version from
+the same savepoint.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from post_events import WATERMARKS, Params, post_events_source
+from post_events import WATERMARKS, Params, output, post_events_source
 from rewind_engine import Dataflow
 from rewind_engine.connectors.base import Sink, SinkContext, SinkWriter
 
@@ -36,5 +36,15 @@ def flow(argv: list[str]) -> Dataflow:
         .count("views-and-clicks")
         .map("counts-as-rows", lambda kc: {"post_id": kc[0][0], "kind": kc[0][1], "count": kc[1]})
         .sink("counts-out", UnreachableStore())
+    )
+    # v2's second branch, so that v2's state has a step to go to.
+    (
+        events.key_by("by-post-kind-paid", lambda e: (e["post_id"], e["kind"], e["paid"]))
+        .count("organic-and-paid")
+        .map(
+            "organic-paid-as-rows",
+            lambda kc: {"post_id": kc[0][0], "kind": kc[0][1], "paid": kc[0][2], "count": kc[1]},
+        )
+        .sink("organic-paid-out", output(params, "organic_paid"))
     )
     return f

@@ -270,6 +270,9 @@ class AtLeastOnceWriter(SinkWriter):
         self.errors: list[str] = []
         conf = producer_config(servers, sink.config)
         conf["error_cb"] = self._on_error
+        # Every delivery must call back: an epoch is durable when its count of unacked
+        # records reaches zero, and successful deliveries are what bring it there.
+        conf["delivery.report.only.error"] = False
         self.producer = Producer(conf)
         self.servers = servers
         self.epoch = _Epoch(self.errors)
