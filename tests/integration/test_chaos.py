@@ -26,18 +26,15 @@ from dev.devcluster import ClusterEnv
 from dev.plane import procs
 from dev.plane.layout import State
 
+from .kube import apply, condition, get, items
 from .test_operator_story import (
     V1,
     V2,
     V3_CRASH,
     app_body,
     app_status,
-    apply,
     check_counts,
-    condition,
     events,
-    get,
-    items,
     operator,  # noqa: F401 - the fixture (the operator with its default storage timeouts)
     wait_running,
 )

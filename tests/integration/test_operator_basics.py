@@ -17,12 +17,13 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from rewind_engine.snapshots import SnapshotWriter
 from rewind_operator.testing import OperatorProcess, wait_until
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
+
+from .kube import apply, condition, get
 
 pytestmark = pytest.mark.integration
 
@@ -35,24 +36,6 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     with OperatorProcess([namespace], tmp_path / "operator.log", env=cluster.env()) as proc:
         yield proc
-
-
-def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
-    return devcluster.kubectl(
-        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
-    )
-
-
-def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
-    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
 
 
 def app_body(name: str, bucket: str, **spec: Any) -> dict[str, Any]:

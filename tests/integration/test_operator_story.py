@@ -19,13 +19,14 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from rewind_operator.testing import OperatorProcess, wait_until
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
 from dev.plane import procs
 from dev.plane.layout import State
+
+from .kube import apply, condition, get, items
 
 pytestmark = pytest.mark.integration
 
@@ -65,29 +66,6 @@ def minio_back(cluster: ClusterEnv) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
-    return devcluster.kubectl(
-        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
-    )
-
-
-def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
-    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def items(kind: str, namespace: str, cluster: ClusterEnv) -> list[dict[str, Any]]:
-    result = devcluster.kubectl("get", kind, "-o", "json", namespace=namespace, env=cluster)
-    return list(json.loads(result.stdout)["items"])
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
 
 
 def events(namespace: str, name: str, cluster: ClusterEnv) -> list[dict[str, Any]]:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from confluent_kafka.admin import AdminClient
 from rewind_operator.testing import OperatorProcess, wait_until
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
+
+from .kube import apply, get, items
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -63,22 +64,6 @@ def operator(
     if mine:
         for future in admin.delete_topics(mine, request_timeout=60).values():
             future.result()
-
-
-def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
-    return devcluster.kubectl(
-        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
-    )
-
-
-def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
-    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def items(kind: str, namespace: str, cluster: ClusterEnv) -> list[dict[str, Any]]:
-    result = devcluster.kubectl("get", kind, "-o", "json", namespace=namespace, env=cluster)
-    return list(json.loads(result.stdout)["items"])
 
 
 def app_status(namespace: str, cluster: ClusterEnv) -> dict[str, Any]:

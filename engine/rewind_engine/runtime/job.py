@@ -37,6 +37,7 @@ from .operators import SinkOp
 from .rates import Rates
 from .restore import RestoreError, resolve, restore_tasks
 from .splits import Splits
+from .step_errors import StepError
 from .tasks import SourceTask, Task, TaskBase
 
 log = structlog.get_logger("rewind.job")
@@ -256,6 +257,8 @@ class Job:
         log.info("job_running", job_id=self.job_id, restored_from=self.restored_from)
         try:
             await self._loop()
+        except StepError as exc:  # its message names the step, the record and the cause
+            return self._failed(str(exc), exc)
         except Exception as exc:
             return self._failed(f"{type(exc).__name__}: {exc}", exc)
         finally:

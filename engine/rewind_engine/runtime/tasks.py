@@ -26,6 +26,7 @@ from .channels import Channel
 from .elements import Barrier, Batch, Watermark
 from .operators import Capture, Operator
 from .routing import Router
+from .step_errors import step_error
 
 
 class SnapshotSink(Protocol):
@@ -140,7 +141,10 @@ class Task(TaskBase):
             progressed = True
             if type(element) is Batch:
                 self.records_in += len(element.records)
-                self.op.process(element)
+                try:
+                    self.op.process(element)
+                except Exception as exc:
+                    raise step_error(self.uid, self.op, element.records, exc) from exc
             elif type(element) is Watermark:
                 self._on_watermark(idx, element)
             else:

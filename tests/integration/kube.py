@@ -1,0 +1,43 @@
+"""kubectl against the local cluster, for the operator's integration tests.
+
+What flows through here: manifests as dicts go in (`apply`), objects come back as the
+API server's JSON (`get`, `items`). Every call runs the cluster's own kubectl with the
+test's kubeconfig, so a test sees exactly what a user's `kubectl` would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from dev import devcluster
+from dev.devcluster import ClusterEnv
+
+
+def apply(namespace: str, body: dict[str, Any], cluster: ClusterEnv) -> Any:
+    """`kubectl apply` one object; the completed process (check its returncode)."""
+    return devcluster.kubectl(
+        "apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(body), env=cluster
+    )
+
+
+def get(kind: str, name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
+    """One object, or None when it does not exist (or cannot be read)."""
+    result = devcluster.kubectl("get", kind, name, "-o", "json", namespace=namespace, env=cluster)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def items(kind: str, namespace: str, cluster: ClusterEnv) -> list[dict[str, Any]]:
+    """Every object of a kind in the namespace."""
+    result = devcluster.kubectl("get", kind, "-o", "json", namespace=namespace, env=cluster)
+    return list(json.loads(result.stdout)["items"])
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The object's status condition of that type, or {} when it has none."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
