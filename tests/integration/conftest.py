@@ -23,11 +23,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 import yaml
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
@@ -146,6 +147,30 @@ def s3_bucket(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[s
 def kafka_bootstrap(cluster: ClusterEnv) -> str:
     """`host:port` of the single Kafka broker (KRaft, transactions enabled)."""
     return cluster.kafka_bootstrap
+
+
+@pytest.fixture
+def admin(kafka_bootstrap: str) -> AdminClient:
+    """An admin client of the shared broker."""
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def topic_factory(admin: AdminClient) -> Iterator[Any]:
+    """make(partitions, name="t") creates a uniquely named topic; all are deleted after."""
+    made: list[str] = []
+
+    def make(partitions: int, name: str = "t") -> str:
+        topic = f"{name}-{uuid.uuid4().hex[:8]}"
+        for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+            future.result()
+        made.append(topic)
+        return topic
+
+    yield make
+    if made:
+        for future in admin.delete_topics(made).values():
+            future.result()
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,11 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions
 from rewind_engine.connectors.base import SinkContext, SourceContext, SplitReader
 from rewind_engine.connectors.kafka import (
     KafkaRecord,
@@ -29,28 +28,6 @@ from rewind_engine.connectors.kafka.sink import ExactlyOnceWriter
 from rewind_engine.testing import read_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
-
-
-@pytest.fixture
-def admin(kafka_bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
-
-
-@pytest.fixture
-def topic_factory(admin: AdminClient) -> Iterator[Any]:
-    made: list[str] = []
-
-    def make(partitions: int, name: str = "t") -> str:
-        topic = f"{name}-{uuid.uuid4().hex[:8]}"
-        for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-            future.result()
-        made.append(topic)
-        return topic
-
-    yield make
-    if made:
-        for future in admin.delete_topics(made).values():
-            future.result()
 
 
 def produce(

@@ -3,15 +3,17 @@
 What flows through here: the user's `bootstrap_servers` and `config` (any librdkafka
 property: `security.protocol`, `sasl.*`, `ssl.*`, fetch and batch sizes, ...) are merged
 over the defaults each client role needs. The user's values win, except for the few
-properties that the connector's guarantees depend on (listed in `_FORCED`), which are set
-last and documented there.
+properties that the connector's guarantees depend on, which `consumer_config` and
+`producer_config` set after the user's, each with its reason.
 
 What must stay true:
 - Passing a property through never weakens a guarantee: the forced properties are the
-  ones that make positions and commits ours (no auto-commit, explicit assignment).
+  ones that make positions and commits ours (no auto-commit, explicit assignment, an
+  idempotent producer).
 - The bootstrap address comes from the argument or, failing that, from
-  `REWIND_KAFKA_BOOTSTRAP` (what `dev/cluster env` exports); a missing address is a
-  clear error at construction, not a hang at run time.
+  `REWIND_KAFKA_BOOTSTRAP` (what `dev/cluster env` exports), read when the job starts
+  (so a flow can be built anywhere); a missing address is a clear error then, not a
+  hang.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ What must stay true:
 - Partitions that appear while running are read from their earliest offset (everything
   in them was written after the job started); partitions present at the first
   discovery without a restored offset start where `start` says.
+- With `stop_at` the source is bounded: each split's stop offset is resolved when its
+  reader opens ("end": the partition's last committed offset then; a timestamp: the
+  first offset at or after it), the split finishes once everything before it was read,
+  its final position is the stop offset, and partitions are not discovered after the
+  first listing. A restart resolves "end" again for the splits not finished yet.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ Start = Literal["earliest", "latest", "committed"] | int | datetime
 first record at or after a timestamp (ms since the epoch, or a datetime), or the offset
 the consumer group last committed."""
 
+StopAt = Literal["end"] | int | datetime
+"""Where a bounded source stops: at the end each partition has when its reader opens,
+or before the first record at or after a timestamp (ms since the epoch, or a datetime)."""
+
 OnError = Literal["fail", "dead-letter"]
 Emit = Literal["value", "record"]
 
@@ -79,6 +88,11 @@ def _earliest() -> OffsetSpec:
 
 def _latest() -> OffsetSpec:
     return OffsetSpec.latest()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _at_timestamp(at: int | datetime) -> OffsetSpec:
+    ms = int(at.timestamp() * 1000) if isinstance(at, datetime) else int(at)
+    return OffsetSpec.for_timestamp(ms)  # type: ignore[no-any-return]
 
 
 def _coords(msg: Message) -> tuple[str, int, int]:
@@ -128,6 +142,7 @@ class KafkaSource(SourceBase):
         on_error: OnError = "fail",
         dead_letter_topic: str | None = None,
         connect_timeout_s: float = 60.0,
+        stop_at: StopAt | None = None,
     ) -> None:
         if (topics is None) == (pattern is None):
             raise ValueError("KafkaSource needs exactly one of topics=... or pattern=...")
@@ -139,6 +154,8 @@ class KafkaSource(SourceBase):
         self.pattern = re.compile(pattern) if pattern is not None else None
         if isinstance(start, str) and start not in ("earliest", "latest", "committed"):
             raise ValueError(f"start must be earliest, latest, committed or a timestamp: {start!r}")
+        if isinstance(stop_at, str) and stop_at != "end":
+            raise ValueError(f'stop_at must be "end", a timestamp or None: {stop_at!r}')
         if on_error == "dead-letter" and not dead_letter_topic:
             raise ValueError('on_error="dead-letter" needs dead_letter_topic=...')
         if on_error not in ("fail", "dead-letter"):
@@ -157,6 +174,7 @@ class KafkaSource(SourceBase):
         self.on_error: OnError = on_error
         self.dead_letter_topic = dead_letter_topic
         self.connect_timeout_s = connect_timeout_s
+        self.stop_at: StopAt | None = stop_at
         self._admin: AdminClient | None = None
         self._initial: set[str] | None = None
         self._known: list[str] = []
@@ -213,6 +231,8 @@ class KafkaSource(SourceBase):
         return what the previous background refresh found and start the next one, and
         keep the last known list while the brokers do not answer.
         """
+        if self._initial is not None and self.stop_at is not None:
+            return list(self._known)  # bounded: the partitions of the first listing
         if self._initial is None:
             try:
                 splits = with_retries(
@@ -243,6 +263,9 @@ class KafkaSource(SourceBase):
             self._refresh = self._discovery().submit(self._list_splits, 10.0)
         return list(self._known)
 
+    def bounded(self) -> bool:
+        return self.stop_at is not None
+
     def _merge(self, splits: list[str]) -> None:
         new = sorted(set(splits) - set(self._known), key=parse_split)
         if new:
@@ -270,13 +293,19 @@ class KafkaSource(SourceBase):
             offset = position
         else:
             raise ValueError(f"split {split}: a Kafka position is an offset >= 0, got {position!r}")
+        stop = None if self.stop_at is None else self._stop_offset(split, topic, partition)
         with self._lock:
             shared = self._consumers.get(ctx.subtask)
             if shared is None:
                 shared = _SharedConsumer(self, ctx)
                 self._consumers[ctx.subtask] = shared
-        log.info("reading %s from offset %d (subtask %d)", split, offset, ctx.subtask)
-        return shared.open(topic, partition, offset)
+        if stop is None:
+            log.info("reading %s from offset %d (subtask %d)", split, offset, ctx.subtask)
+        else:
+            log.info(
+                "reading %s from offset %d up to %d (subtask %d)", split, offset, stop, ctx.subtask
+            )
+        return shared.open(topic, partition, offset, stop)
 
     def _start_offset(self, split: str, topic: str, partition: int, ctx: SourceContext) -> int:
         tp = TopicPartition(topic, partition)
@@ -294,36 +323,37 @@ class KafkaSource(SourceBase):
             spec = _latest()
         else:
             assert not isinstance(start, str)
-            ms = int(start.timestamp() * 1000) if isinstance(start, datetime) else int(start)
-            spec = OffsetSpec.for_timestamp(ms)
+            spec = _at_timestamp(start)
+        return self._resolve(split, tp, spec, "start")
+
+    def _stop_offset(self, split: str, topic: str, partition: int) -> int:
+        stop = self.stop_at
+        assert stop is not None
+        spec = _latest() if isinstance(stop, str) else _at_timestamp(stop)  # str: "end"
+        return self._resolve(split, TopicPartition(topic, partition), spec, "stop")
+
+    def _resolve(self, split: str, tp: TopicPartition, spec: OffsetSpec, what: str) -> int:
+        """The offset `spec` names in `tp` (read_committed: "latest" is the last stable
+        offset); a timestamp after the last record names the end, like Kafka does."""
         admin = self._admin_client()
 
-        def ask() -> int:
+        def ask(spec: OffsetSpec) -> int:
             futures = admin.list_offsets(
                 {tp: spec}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10
             )
             return int(futures[tp].result().offset)
 
         offset = with_retries(
-            f"resolving the start offset of {split}",
+            f"resolving the {what} offset of {split}",
             self._bootstrap,
-            ask,
+            lambda: ask(spec),
             deadline_s=self.connect_timeout_s,
         )
         if offset < 0:
-            # No record at or after the timestamp: start at the end, like Kafka does.
             offset = with_retries(
                 f"resolving the end offset of {split}",
                 self._bootstrap,
-                lambda: int(
-                    admin.list_offsets(
-                        {tp: _latest()},
-                        isolation_level=IsolationLevel.READ_COMMITTED,
-                        request_timeout=10,
-                    )[tp]
-                    .result()
-                    .offset
-                ),
+                lambda: ask(_latest()),
                 deadline_s=self.connect_timeout_s,
             )
         return offset
@@ -389,26 +419,36 @@ class _SharedConsumer:
         self.ctx = ctx
         servers = source._bootstrap
         self.group = source.monitoring_group(ctx)
-        self.consumer = Consumer(consumer_config(servers, self.group, source.config))
+        conf = consumer_config(servers, self.group, source.config)
+        if source.stop_at is not None:
+            # The end of a partition is an event: it is how a split whose last offsets are
+            # transaction markers (never returned as records) knows it read everything.
+            conf["enable.partition.eof"] = True
+        self.consumer = Consumer(conf)
         self.buffers: dict[tuple[str, int], list[Message]] = {}
+        self.eof: dict[tuple[str, int], int] = {}
+        """Partition -> the offset at which the consumer last reached its end."""
         self.paused: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
         self.dead_letters: Producer | None = None
         self.dead_letter_errors: list[str] = []
 
-    def open(self, topic: str, partition: int, offset: int) -> KafkaSplitReader:
+    def open(
+        self, topic: str, partition: int, offset: int, stop: int | None = None
+    ) -> KafkaSplitReader:
         key = (topic, partition)
         with self.lock:
             if key in self.buffers:
                 raise RuntimeError(f"split {topic}:{partition} is already open in this subtask")
             self.buffers[key] = []
             self.consumer.incremental_assign([TopicPartition(topic, partition, offset)])
-        return KafkaSplitReader(self, topic, partition, offset)
+        return KafkaSplitReader(self, topic, partition, offset, stop)
 
     def release(self, topic: str, partition: int) -> None:
         key = (topic, partition)
         with self.lock:
             self.buffers.pop(key, None)
+            self.eof.pop(key, None)
             self.paused.discard(key)
             try:
                 self.consumer.incremental_unassign([TopicPartition(topic, partition)])
@@ -432,6 +472,10 @@ class _SharedConsumer:
             for msg in messages:
                 err = msg.error()
                 if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self.eof[(msg.topic(), msg.partition())] = msg.offset()  # type: ignore[index,assignment]
+                        current_key = None  # the next message may be of this partition
+                        continue
                     self._consumer_error(err)
                     continue
                 key = (msg.topic(), msg.partition())
@@ -520,12 +564,21 @@ class _SharedConsumer:
 class KafkaSplitReader(SplitReader):
     """Reads one partition through its subtask's shared consumer."""
 
-    def __init__(self, shared: _SharedConsumer, topic: str, partition: int, offset: int):
+    def __init__(
+        self,
+        shared: _SharedConsumer,
+        topic: str,
+        partition: int,
+        offset: int,
+        stop: int | None = None,
+    ):
         self.shared = shared
         self.topic = topic
         self.partition = partition
         self.key = (topic, partition)
         self.next_offset = offset
+        self.stop = stop
+        """A bounded split ends here: every record before `stop` is read, none after."""
         self.buffer = shared.buffers[self.key]
         self.closed = False
         source = shared.source
@@ -536,9 +589,13 @@ class KafkaSplitReader(SplitReader):
 
     def poll(self, max_records: int) -> SourceBatch | None:
         buffer = self.buffer
+        if self.stop is not None and self.next_offset >= self.stop:
+            return self._finish([])
         if len(buffer) < max_records:
             self.shared.fill(max_records)
         if not buffer:
+            if self.stop is not None and self.shared.eof.get(self.key, -1) >= self.stop:
+                return self._finish([])  # what is left before the stop is no record
             return None
         if len(buffer) <= max_records:
             taken = buffer[:]
@@ -546,8 +603,20 @@ class KafkaSplitReader(SplitReader):
         else:
             taken = buffer[:max_records]
             del buffer[:max_records]
+        if self.stop is not None and _coords(taken[-1])[2] >= self.stop - 1:
+            # The stop is within this batch (or right after it): cut there and end.
+            kept = [m for m in taken if _coords(m)[2] < self.stop]
+            buffer.clear()
+            return self._finish(kept)
         self.shared.maybe_resume(self.key, len(buffer))
         return self._decode(taken)
+
+    def _finish(self, messages: list[Message]) -> SourceBatch:
+        batch = self._decode(messages) if messages else SourceBatch([])
+        assert self.stop is not None
+        self.next_offset = max(self.next_offset, self.stop)
+        batch.finished = True
+        return batch
 
     def _decode(self, messages: list[Message]) -> SourceBatch:
         records: list[Any] = []
