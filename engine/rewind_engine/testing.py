@@ -147,7 +147,9 @@ def run_and_savepoint(
 
 
 def source_position(job: Job, uid: str) -> int:
-    return sum(int(p) for t in job.sources if t.uid == uid for p in t.positions().values())
+    """How far a source step read, summed over its splits (the `/status` figure)."""
+    tasks = [t for t in job.sources if t.uid == uid]
+    return sum(int(p) for t in tasks for p in t.positions(for_status=True).values())
 
 
 def read_jsonl(folder: Path) -> list[Any]:

@@ -82,7 +82,15 @@ class SplitReader(ABC):
 
     @abstractmethod
     def position(self) -> Any:
-        """The position after the last polled record (msgpack-able; snapshot data)."""
+        """The position after the last polled record (msgpack-able; snapshot data).
+
+        Called at a barrier: it may first make durable what the position passes (a
+        dead-lettered record), and raise if it cannot."""
+
+    def progress(self) -> Any:
+        """The same position for monitoring (`/status`): must never block or raise.
+        The default is `position()`, for readers whose position costs nothing."""
+        return self.position()
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:  # noqa: B027 - optional
         """Snapshot `checkpoint_id` (holding this reader's position) is complete.

@@ -381,7 +381,7 @@ class Job:
 
         sources: dict[str, dict[str, Any]] = {}
         for task in self.sources:
-            sources.setdefault(task.uid, {}).update(task.positions())
+            sources.setdefault(task.uid, {}).update(task.positions(for_status=True))
         metrics = self.step_metrics()
         rates = self.rates.rates()
         age = self.last_snapshot_age_s(checkpoints_only=True)

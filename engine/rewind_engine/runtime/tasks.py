@@ -276,8 +276,12 @@ class SourceTask(TaskBase):
         for reader in self.readers.values():
             reader.notify_checkpoint_complete(checkpoint_id)
 
-    def positions(self) -> dict[str, Any]:
-        out = {s: r.position() for s, r in self.readers.items()}
+    def positions(self, *, for_status: bool = False) -> dict[str, Any]:
+        """Split -> position: for a snapshot (durable), or for `/status` (never waits)."""
+        if for_status:
+            out = {s: r.progress() for s, r in self.readers.items()}
+        else:
+            out = {s: r.position() for s, r in self.readers.items()}
         out.update(self.finished)
         out.update(self.parked)
         return out

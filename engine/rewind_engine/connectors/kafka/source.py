@@ -678,6 +678,11 @@ class KafkaSplitReader(SplitReader):
         self.shared.flush_dead_letters()
         return self.next_offset
 
+    def progress(self) -> int:
+        # For /status: what was read, without waiting for dead letters (which a broker
+        # outage could make take a minute, with the job's loop and the API waiting).
+        return self.next_offset
+
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit the offset to the consumer group, for monitoring (lag) only."""
         if self.shared.source.commit_offsets and not self.closed:
