@@ -38,6 +38,14 @@ records; how many depends on batching, so not reproducible record for record).""
 
 Late = Literal["drop", "side"]
 
+OnError = Literal["fail", "side"]
+"""What a stateless step does with a record its function raises on: "fail" the job (with
+the step and the record named; the default), or "side": send
+{"step", "error", "record"} to the step's `.errors` stream and go on (a dead letter)."""
+
+ERRORS_PORT = "errors"
+"""The output port of the records a step with on_error="side" could not process."""
+
 
 class FlowError(ValueError):
     """A dataflow is malformed (missing/duplicate uid, bad wiring); raised before running."""
@@ -52,21 +60,25 @@ class SourceSpec:
 @dataclass(frozen=True)
 class MapSpec:
     fn: Callable[[Any], Any]
+    on_error: OnError = "fail"
 
 
 @dataclass(frozen=True)
 class FilterSpec:
     fn: Callable[[Any], bool]
+    on_error: OnError = "fail"
 
 
 @dataclass(frozen=True)
 class FlatMapSpec:
     fn: Callable[[Any], Iterable[Any]]
+    on_error: OnError = "fail"
 
 
 @dataclass(frozen=True)
 class KeyBySpec:
     fn: Callable[[Any], Any]
+    on_error: OnError = "fail"
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,8 @@ class Step:
     uid: str
     spec: StepSpec
     inputs: list[tuple[Step, str]]
-    """(upstream step, output port) pairs; ports are "main" or "late" (window side output)."""
+    """(upstream step, output port) pairs; ports are "main", "late" (window side output)
+    or "errors" (records a step with on_error="side" could not process)."""
     parallelism: int | None
     defined_at: str
     """file:line of the user code that created the step (for error messages)."""
@@ -216,7 +229,7 @@ class Dataflow:
                     " source watermarks=BoundedOutOfOrderness(...)"
                 )
             if isinstance(step.spec, KEYED_SPECS) and not all(
-                isinstance(up.spec, KeyBySpec) for up, _ in step.inputs
+                isinstance(up.spec, KeyBySpec) and port == "main" for up, port in step.inputs
             ):
                 problems.append(
                     f"{step.defined_at}: step {step.uid!r} keeps state per key and must"
@@ -224,6 +237,12 @@ class Dataflow:
                 )
         if problems:
             raise FlowError("invalid dataflow " + repr(self.name) + ":\n  " + "\n  ".join(problems))
+
+
+def _on_error(uid: str, on_error: OnError) -> OnError:
+    if on_error not in ("fail", "side"):
+        raise FlowError(f"step {uid!r}: on_error must be 'fail' or 'side', got {on_error!r}")
+    return on_error
 
 
 def _has_event_time(step: Step) -> bool:
@@ -244,28 +263,65 @@ class Stream:
     def _then(self, uid: str, spec: StepSpec, parallelism: int | None) -> Step:
         return self.flow._add(uid, spec, [(self.step, self.port)], parallelism)
 
-    def map(self, uid: str, fn: Callable[[Any], Any], *, parallelism: int | None = None) -> Stream:
-        """One output per record: fn(record)."""
-        return Stream(self.flow, self._then(uid, MapSpec(fn), parallelism))
+    def map(
+        self,
+        uid: str,
+        fn: Callable[[Any], Any],
+        *,
+        on_error: OnError = "fail",
+        parallelism: int | None = None,
+    ) -> Stream:
+        """One output per record: fn(record). `on_error`: see `OnError`."""
+        spec = MapSpec(fn, _on_error(uid, on_error))
+        return Stream(self.flow, self._then(uid, spec, parallelism))
 
     def filter(
-        self, uid: str, fn: Callable[[Any], bool], *, parallelism: int | None = None
+        self,
+        uid: str,
+        fn: Callable[[Any], bool],
+        *,
+        on_error: OnError = "fail",
+        parallelism: int | None = None,
     ) -> Stream:
-        """Keep records for which fn(record) is true."""
-        return Stream(self.flow, self._then(uid, FilterSpec(fn), parallelism))
+        """Keep records for which fn(record) is true. `on_error`: see `OnError`."""
+        spec = FilterSpec(fn, _on_error(uid, on_error))
+        return Stream(self.flow, self._then(uid, spec, parallelism))
 
     def flat_map(
-        self, uid: str, fn: Callable[[Any], Iterable[Any]], *, parallelism: int | None = None
+        self,
+        uid: str,
+        fn: Callable[[Any], Iterable[Any]],
+        *,
+        on_error: OnError = "fail",
+        parallelism: int | None = None,
     ) -> Stream:
-        """Zero or more outputs per record: every item of fn(record)."""
-        return Stream(self.flow, self._then(uid, FlatMapSpec(fn), parallelism))
+        """Zero or more outputs per record: every item of fn(record). `on_error`: see
+        `OnError` (a record whose items fail part way yields none of them)."""
+        spec = FlatMapSpec(fn, _on_error(uid, on_error))
+        return Stream(self.flow, self._then(uid, spec, parallelism))
 
     def key_by(
-        self, uid: str, key: Callable[[Any], Any] | str, *, parallelism: int | None = None
+        self,
+        uid: str,
+        key: Callable[[Any], Any] | str,
+        *,
+        on_error: OnError = "fail",
+        parallelism: int | None = None,
     ) -> KeyedStream:
         """Partition by key (a function, or a field name of dict records). Keys must be
-        str, int, float, bytes, bool, None or tuples of those (they are hashed stably)."""
-        return KeyedStream(self.flow, self._then(uid, KeyBySpec(_field_getter(key)), parallelism))
+        str, int, float, bytes, bool, None or tuples of those (they are hashed stably).
+        `on_error`: see `OnError` (a record without a key goes to `.errors`)."""
+        spec = KeyBySpec(_field_getter(key), _on_error(uid, on_error))
+        return KeyedStream(self.flow, self._then(uid, spec, parallelism))
+
+    @property
+    def errors(self) -> Stream:
+        """The records this step's function raised on, as {"step", "error", "record"}
+        (event time kept), for a step made with on_error="side"."""
+        spec = self.step.spec
+        if getattr(spec, "on_error", None) != "side":
+            raise FlowError(f"step {self.step.uid!r}: pass on_error='side' to use .errors")
+        return Stream(self.flow, self.step, ERRORS_PORT)
 
     def union(self, uid: str, *others: Stream, parallelism: int | None = None) -> Stream:
         """Merge this stream with others (checkpoint barriers are aligned across them)."""

@@ -70,13 +70,13 @@ def _operator(
 ) -> Operator:
     spec = step.spec
     if isinstance(spec, MapSpec):
-        return MapOp(spec.fn)
+        return MapOp(spec.fn, spec.on_error)
     if isinstance(spec, FilterSpec):
-        return FilterOp(spec.fn)
+        return FilterOp(spec.fn, spec.on_error)
     if isinstance(spec, FlatMapSpec):
-        return FlatMapOp(spec.fn)
+        return FlatMapOp(spec.fn, spec.on_error)
     if isinstance(spec, KeyBySpec):
-        return KeyByOp(spec.fn)
+        return KeyByOp(spec.fn, spec.on_error)
     if isinstance(spec, AggregateSpec):
         return AggregateOp(spec)
     if isinstance(spec, ProcessSpec):
@@ -132,7 +132,8 @@ def build_tasks(
         pd = par[step.uid]
         for j, (up, port) in enumerate(step.inputs):
             pu = par[up.uid]
-            hashed = isinstance(up.spec, KeyBySpec)
+            # A key_by's errors port carries failed records, not keyed ones.
+            hashed = isinstance(up.spec, KeyBySpec) and port == "main"
             forward = not hashed and pu == pd
             topic = edge_topic(job_id, up.uid, step.uid, j)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..connectors.base import Sink, SinkContext, SinkWriter
-from ..dataflow import AggregateSpec, ProcessSpec, WindowSpec
+from ..dataflow import AggregateSpec, OnError, ProcessSpec, WindowSpec
 from ..eventtime import MIN_TS
 from ..keys import KeyGrouper, decode_key
 from ..state import (
@@ -74,6 +74,9 @@ class Operator:
     kind = "stateless"
     stateful = False
     keyed = False
+    on_error: OnError = "fail"
+    """"side": the task sends records the function raised on to the errors port
+    (step_errors.py); only the stateless steps with a user function offer it."""
 
     def __init__(self) -> None:
         self.emit: Callable[[Batch], None] = lambda batch: None
@@ -116,18 +119,20 @@ class Operator:
 
 
 class MapOp(Operator):
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], on_error: OnError = "fail") -> None:
         super().__init__()
         self.fn = fn
+        self.on_error = on_error
 
     def process(self, batch: Batch) -> None:
         self.emit(Batch(list(map(self.fn, batch.records)), batch.timestamps))
 
 
 class FilterOp(Operator):
-    def __init__(self, fn: Callable[[Any], bool]) -> None:
+    def __init__(self, fn: Callable[[Any], bool], on_error: OnError = "fail") -> None:
         super().__init__()
         self.fn = fn
+        self.on_error = on_error
 
     def process(self, batch: Batch) -> None:
         fn = self.fn
@@ -143,9 +148,10 @@ class FilterOp(Operator):
 
 
 class FlatMapOp(Operator):
-    def __init__(self, fn: Callable[[Any], Iterable[Any]]) -> None:
+    def __init__(self, fn: Callable[[Any], Iterable[Any]], on_error: OnError = "fail") -> None:
         super().__init__()
         self.fn = fn
+        self.on_error = on_error
 
     def process(self, batch: Batch) -> None:
         out: list[Any] = []
@@ -161,9 +167,10 @@ class FlatMapOp(Operator):
 
 
 class KeyByOp(Operator):
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], on_error: OnError = "fail") -> None:
         super().__init__()
         self.fn = fn
+        self.on_error = on_error
 
     def process(self, batch: Batch) -> None:
         self.emit(Batch(batch.records, batch.timestamps, list(map(self.fn, batch.records))))

@@ -21,12 +21,13 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 from ..connectors.base import Source, SourceContext, SplitReader
+from ..dataflow import ERRORS_PORT
 from ..eventtime import MAX_TS, MIN_TS, BoundedOutOfOrderness
 from .channels import Channel
 from .elements import Barrier, Batch, Watermark
 from .operators import Capture, Operator
 from .routing import Router
-from .step_errors import step_error
+from .step_errors import split_failures, step_error
 
 
 class SnapshotSink(Protocol):
@@ -144,7 +145,9 @@ class Task(TaskBase):
                 try:
                     self.op.process(element)
                 except Exception as exc:
-                    raise step_error(self.uid, self.op, element.records, exc) from exc
+                    if self.op.on_error != "side":
+                        raise step_error(self.uid, self.op, element.records, exc) from exc
+                    self._set_aside(element, exc)
             elif type(element) is Watermark:
                 self._on_watermark(idx, element)
             else:
@@ -153,6 +156,18 @@ class Task(TaskBase):
             if not self.out_space():
                 break
         return progressed
+
+    def _set_aside(self, batch: Batch, cause: Exception) -> None:
+        """on_error="side": the records that pass go on, the others to the errors port."""
+        good, failed = split_failures(self.uid, self.op, batch)
+        if not failed.records:  # raised on the batch, not on any one record: not ours
+            raise step_error(self.uid, self.op, batch.records, cause) from cause
+        if good.records:
+            try:
+                self.op.process(good)
+            except Exception as exc:
+                raise step_error(self.uid, self.op, good.records, exc) from exc
+        self.emit_port(ERRORS_PORT, failed)
 
     def _on_watermark(self, idx: int, wm: Watermark) -> None:
         self._idle[idx] = wm.idle
