@@ -38,22 +38,12 @@ def _status(control: str) -> Any:
         return json.loads(resp.read())
 
 
-def test_savepoint_to_minio_restores_into_v2(
-    cluster: ClusterEnv, s3_bucket: str, tmp_path: Path
-) -> None:
-    env = {**os.environ, **cluster.env()}
-    location = f"s3://{s3_bucket}/rewind"
-    control = f"127.0.0.1:{_port()}"
-    out = tmp_path / "out"
-    with (tmp_path / "v1.log").open("w") as log:
-        proc = subprocess.Popen(
-            [*REWIND, "run", str(V1), "--snapshots", location, "--control", control,
-             "--checkpoint-interval", "0.5", "--parallelism", "2",
-             "--", "--out", str(out), "--total", "10000", "--rate", "2000"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+def _stop_with_savepoint(
+    proc: subprocess.Popen[bytes], control: str, location: str, env: dict[str, str], log: Path
+) -> str:
+    """Wait for the job's first checkpoint, `rewind stop` it; the savepoint's URI."""
     while True:
-        assert proc.poll() is None, (tmp_path / "v1.log").read_text()
+        assert proc.poll() is None, log.read_text()
         try:
             status = _status(control)
             if status["last_checkpoint"] and status["records_out"] > 500:
@@ -69,10 +59,36 @@ def test_savepoint_to_minio_restores_into_v2(
         text=True,
         env=env,
     )
-    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.returncode == 0, f"{stopped.stderr}\n{log.read_text()}"
     uri = stopped.stdout.strip().splitlines()[-1]
     assert uri.startswith(f"{location}/savepoints/sp-")
-    assert proc.wait() == 0
+    return uri
+
+
+def test_savepoint_to_minio_restores_into_v2(
+    cluster: ClusterEnv, s3_bucket: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, **cluster.env()}
+    location = f"s3://{s3_bucket}/rewind"
+    control = f"127.0.0.1:{_port()}"
+    out = tmp_path / "out"
+    # 500 events/s: the job is still running (20 s of input) when it is stopped, after
+    # its first checkpoint, however slow this machine is today.
+    with (tmp_path / "v1.log").open("w") as log:
+        proc = subprocess.Popen(
+            [*REWIND, "run", str(V1), "--snapshots", location, "--control", control,
+             "--checkpoint-interval", "0.5", "--parallelism", "2",
+             "--", "--out", str(out), "--total", "10000", "--rate", "500"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        uri = _stop_with_savepoint(proc, control, location, env, tmp_path / "v1.log")
+    except BaseException:
+        proc.kill()  # a failed assertion must not leave the job running
+        raise
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, (tmp_path / "v1.log").read_text()
     inspected = subprocess.run(
         [*REWIND, "inspect", uri, "--json", "--verify"],
         check=False,
