@@ -18,10 +18,12 @@ cluster-up: build
 cluster-down:
 	dev/cluster down
 
-## Regenerate crds/, the chart's copies and the README's reference from the operator's pydantic models.
+## Regenerate crds/ and the chart's copies (from the operator's pydantic models), the
+## README's reference (from the CLI) and docs/api.md (from the engine's docstrings).
 crds: bootstrap
 	$(PY) -m rewind_operator.crdgen --out crds --chart helm/rewind/crds
 	$(PY) -m dev.docgen
+	$(PY) -m dev.apidoc
 
 lint: bootstrap
 	.venv/bin/ruff check .

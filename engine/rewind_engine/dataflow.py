@@ -271,7 +271,8 @@ class Stream:
         on_error: OnError = "fail",
         parallelism: int | None = None,
     ) -> Stream:
-        """One output per record: fn(record). `on_error`: see `OnError`."""
+        """One output per record: fn(record). on_error="side" sends the records fn
+        raises on to `.errors` instead of failing the job (the default, "fail")."""
         spec = MapSpec(fn, _on_error(uid, on_error))
         return Stream(self.flow, self._then(uid, spec, parallelism))
 
@@ -283,7 +284,8 @@ class Stream:
         on_error: OnError = "fail",
         parallelism: int | None = None,
     ) -> Stream:
-        """Keep records for which fn(record) is true. `on_error`: see `OnError`."""
+        """Keep records for which fn(record) is true. on_error="side" sends the records
+        fn raises on to `.errors` instead of failing the job (the default, "fail")."""
         spec = FilterSpec(fn, _on_error(uid, on_error))
         return Stream(self.flow, self._then(uid, spec, parallelism))
 
@@ -295,8 +297,9 @@ class Stream:
         on_error: OnError = "fail",
         parallelism: int | None = None,
     ) -> Stream:
-        """Zero or more outputs per record: every item of fn(record). `on_error`: see
-        `OnError` (a record whose items fail part way yields none of them)."""
+        """Zero or more outputs per record: every item of fn(record). on_error="side"
+        sends the records fn raises on to `.errors` (a record whose items fail part way
+        yields none of them) instead of failing the job (the default, "fail")."""
         spec = FlatMapSpec(fn, _on_error(uid, on_error))
         return Stream(self.flow, self._then(uid, spec, parallelism))
 
@@ -310,7 +313,8 @@ class Stream:
     ) -> KeyedStream:
         """Partition by key (a function, or a field name of dict records). Keys must be
         str, int, float, bytes, bool, None or tuples of those (they are hashed stably).
-        `on_error`: see `OnError` (a record without a key goes to `.errors`)."""
+        on_error="side" sends the records the key function raises on to `.errors`
+        instead of failing the job (the default, "fail")."""
         spec = KeyBySpec(_field_getter(key), _on_error(uid, on_error))
         return KeyedStream(self.flow, self._then(uid, spec, parallelism))
 
