@@ -14,6 +14,7 @@ from typing import Any
 from rewind_engine.connectors.base import SinkContext
 from rewind_engine.connectors.files import FileSink
 from rewind_engine.runtime.operators import SinkOp
+from structlog.testing import capture_logs
 
 
 def stage(folder: Path, *names: str) -> None:
@@ -84,3 +85,27 @@ def test_restored_committables_go_to_the_subtask_that_cleans_their_files(tmp_pat
     assert len(list(tmp_path.glob("part-out-aaaa-*.jsonl"))) == 3  # all committed, none lost
     # Its capture names the subtask, so a later restore deals by it.
     assert ops[1].capture(8).operator_state["subtask"] == 1
+
+
+def test_a_fork_into_another_folder_commits_its_originals_file_where_it_was_staged(
+    tmp_path: Path,
+) -> None:
+    original, fork = tmp_path / "out", tmp_path / "fork-out"
+    writer = FileSink(original).open(ctx(0, 1), [])
+    writer.write([{"n": 1}])
+    committable = writer.pre_commit(1)
+    # The original crashed before committing; a fork restores its snapshot elsewhere.
+    with capture_logs() as logs:
+        FileSink(fork).open(ctx(0, 1), [committable]).close()
+        FileSink(fork).open(ctx(0, 1), [committable]).close()  # again: idempotent
+    assert [p.read_text() for p in original.glob("*.jsonl")] == ['{"n":1}\n']
+    assert pending(original) == set() and list(fork.glob("*.jsonl")) == []
+    assert [e for e in logs if e["event"] == "sink_commit_lost"] == []
+    # A committable of an older snapshot names no folder: this sink's own is used.
+    stage(fork, "part-out-aaaa-0-000001.jsonl")
+    legacy = {
+        "pending": ".pending/part-out-aaaa-0-000001.jsonl",
+        "final": "part-out-aaaa-0-000001.jsonl",
+    }
+    FileSink(fork).open(ctx(0, 1), [legacy]).close()
+    assert [p.name for p in fork.glob("*.jsonl")] == ["part-out-aaaa-0-000001.jsonl"]

@@ -226,10 +226,17 @@ class FileSinkWriter(SinkWriter):
         os.fsync(self._f.fileno())
         self._f.close()
         self._f = None
-        return {"pending": f".pending/{self._name}", "final": self._name}
+        return {
+            "pending": f".pending/{self._name}",
+            "final": self._name,
+            "folder": str(self.sink.folder.resolve()),
+        }
 
     def commit(self, checkpoint_id: int, committable: Any) -> None:
-        folder = self.sink.folder
+        # A committable is committed in the folder that staged it: a fork writing to
+        # another folder completes its original's pending file there (or finds it
+        # committed) instead of missing it in its own. Older committables name no folder.
+        folder = Path(committable.get("folder") or self.sink.folder)
         src, dst = folder / committable["pending"], folder / committable["final"]
         if src.exists():
             os.replace(src, dst)
