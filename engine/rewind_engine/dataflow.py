@@ -201,6 +201,7 @@ class Dataflow:
         return step
 
     def step(self, uid: str) -> Step:
+        """The step with this uid (KeyError if none): its spec, inputs and consumers."""
         return self._by_uid[uid]
 
     def source(
@@ -449,6 +450,8 @@ class WindowedStream(Stream):
 
     @property
     def late(self) -> Stream:
+        """The records that came too late for their window (window made with
+        late="side"), unchanged, with their event time."""
         spec = self.step.spec
         if not isinstance(spec, WindowSpec) or spec.late != "side":
             raise FlowError(f"window {self.step.uid!r}: pass late='side' to use .late")

@@ -34,9 +34,12 @@ class KeyedProcess:
     timers. Return an iterable of outputs (or None)."""
 
     def process(self, key: Any, record: Any, ctx: KeyedContext) -> Iterable[Any] | None:
+        """Called for each record of `key`; `ctx` holds that key's state and timers."""
         raise NotImplementedError
 
     def on_timer(self, key: Any, timestamp: int, ctx: KeyedContext) -> Iterable[Any] | None:
+        """Called when a timer of `key` set for `timestamp` fires (`ctx.time_domain`
+        says which kind); the default does nothing."""
         return None
 
 
@@ -65,12 +68,15 @@ class ValueState:
         self._d, self._key, self._default = d, key, default
 
     def get(self) -> Any:
+        """The key's value, or the default given to `ctx.value(...)` if none is set."""
         return self._d.get(self._key, self._default)
 
     def set(self, value: Any) -> None:
+        """Replace the key's value (msgpack-able: it goes into every snapshot)."""
         self._d[self._key] = value
 
     def clear(self) -> None:
+        """Forget the key's value (it no longer takes room in snapshots)."""
         self._d.pop(self._key, None)
 
 
@@ -86,12 +92,15 @@ class MapState:
         return self._d.get(self._key) or {}
 
     def get(self, k: Any, default: Any = None) -> Any:
+        """The value at `k` in the key's map, or `default`."""
         return self._map().get(k, default)
 
     def put(self, k: Any, v: Any) -> None:
+        """Set `k` to `v` in the key's map (msgpack-able)."""
         self._d.setdefault(self._key, {})[k] = v
 
     def remove(self, k: Any) -> None:
+        """Remove `k` from the key's map, if there."""
         m = self._d.get(self._key)
         if m is not None:
             m.pop(k, None)
@@ -99,15 +108,19 @@ class MapState:
                 del self._d[self._key]
 
     def contains(self, k: Any) -> bool:
+        """True if the key's map has `k`."""
         return k in self._map()
 
     def items(self) -> list[tuple[Any, Any]]:
+        """The key's map as (k, v) pairs (a copy)."""
         return list(self._map().items())
 
     def keys(self) -> list[Any]:
+        """The keys of the key's map (a copy)."""
         return list(self._map())
 
     def clear(self) -> None:
+        """Forget the key's state of this name."""
         self._d.pop(self._key, None)
 
 
@@ -120,12 +133,15 @@ class ListState:
         self._d, self._key = d, key
 
     def get(self) -> list[Any]:
+        """The key's list (a copy)."""
         return list(self._d.get(self._key, ()))
 
     def add(self, value: Any) -> None:
+        """Append `value` to the key's list."""
         self._d.setdefault(self._key, []).append(value)
 
     def update(self, values: Iterable[Any]) -> None:
+        """Replace the key's list with `values` (empty: forget it)."""
         values = list(values)
         if values:
             self._d[self._key] = values
@@ -133,6 +149,7 @@ class ListState:
             self._d.pop(self._key, None)
 
     def clear(self) -> None:
+        """Forget the key's state of this name."""
         self._d.pop(self._key, None)
 
 
@@ -248,24 +265,33 @@ class KeyedContext:
         return self._now()
 
     def value(self, name: str, default: Any = None) -> ValueState:
+        """The current key's value state `name` (one value per key)."""
         return ValueState(self._store.values.setdefault(name, {}), self.key, default)
 
     def map(self, name: str) -> MapState:
+        """The current key's map state `name` (a dict per key)."""
         return MapState(self._store.maps.setdefault(name, {}), self.key)
 
     def list(self, name: str) -> ListState:
+        """The current key's list state `name` (a list per key)."""
         return ListState(self._store.lists.setdefault(name, {}), self.key)
 
     def register_event_timer(self, ts: int) -> None:
+        """Call `on_timer` for this key once the watermark passes `ts` (ms); once per
+        (ts, key)."""
         self._store.event_timers.register(int(ts), self.key)
 
     def delete_event_timer(self, ts: int) -> None:
+        """Cancel this key's event-time timer at `ts`, if set."""
         self._store.event_timers.delete(int(ts), self.key)
 
     def register_processing_timer(self, ts: int) -> None:
+        """Call `on_timer` for this key once the job's clock reaches `ts` (ms); once per
+        (ts, key)."""
         self._store.processing_timers.register(int(ts), self.key)
 
     def delete_processing_timer(self, ts: int) -> None:
+        """Cancel this key's processing-time timer at `ts`, if set."""
         self._store.processing_timers.delete(int(ts), self.key)
 
 

@@ -110,6 +110,10 @@ def test_source_arguments_are_checked() -> None:
         KafkaSource("a", on_error="dead-letter")
     with pytest.raises(ValueError, match="start"):
         KafkaSource("a", start="middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="committed_fallback must be earliest or latest"):
+        KafkaSource("a", start="committed", committed_fallback="none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stop_at must be"):
+        KafkaSource("a", stop_at="latest")  # type: ignore[arg-type]
 
 
 def test_sink_encodes_key_value_headers_partition_and_topic() -> None:

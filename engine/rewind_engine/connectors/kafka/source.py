@@ -154,6 +154,10 @@ class KafkaSource(SourceBase):
         self.pattern = re.compile(pattern) if pattern is not None else None
         if isinstance(start, str) and start not in ("earliest", "latest", "committed"):
             raise ValueError(f"start must be earliest, latest, committed or a timestamp: {start!r}")
+        if committed_fallback not in ("earliest", "latest"):
+            raise ValueError(
+                f"committed_fallback must be earliest or latest: {committed_fallback!r}"
+            )
         if isinstance(stop_at, str) and stop_at != "end":
             raise ValueError(f'stop_at must be "end", a timestamp or None: {stop_at!r}')
         if on_error == "dead-letter" and not dead_letter_topic:
