@@ -44,6 +44,12 @@ class NodeNet:
         return f"198.19.{self.index}.0/24"
 
     @property
+    def kubernetes_service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the first of the range, by the API
+        server's rule, so the API server's certificate names it."""
+        return f"198.19.{self.index}.1"
+
+    @property
     def bridge(self) -> str:
         return f"rwd{self.tag}"
 

@@ -145,6 +145,7 @@ def up(state: State, real: bool = False) -> None:
         write_env(state)
         print("dev/cluster: already up", file=sys.stderr)
         return
+    _check_service_range(state)
     for d in ("etcd", "minio", "kafka", "serving-certs"):
         state.data(d).mkdir(parents=True, exist_ok=True)
     pki.ensure_pki(state)
@@ -167,6 +168,27 @@ def up(state: State, real: bool = False) -> None:
           file=sys.stderr)  # fmt: skip
     if not components.kubelet_available():
         print("dev/cluster: dev/kubelet is missing, so no node runs pods", file=sys.stderr)
+
+
+SERVICE_RANGE_FILE = "service-cidr"
+"""In the state folder: the Service range etcd's data was made with. The API server keeps
+the first range it was started with (the `kubernetes` ServiceCIDR object), whatever its
+flag says later, so a changed range needs a new etcd."""
+
+
+def _check_service_range(state: State) -> None:
+    wanted = components.service_cidr(state)
+    recorded = state.root / SERVICE_RANGE_FILE
+    etcd = state.data("etcd")
+    made = etcd.is_dir() and any(etcd.iterdir())
+    if made and (not recorded.exists() or recorded.read_text().strip() != wanted):
+        was = recorded.read_text().strip() if recorded.exists() else "10.96.0.0/24"
+        raise ClusterError(
+            f"this cluster's etcd was made with Services in {was}; they now come from"
+            f" {wanted}, inside the 198.18.0.0/15 test range. Start anew:"
+            " `dev/cluster down && rm -rf dev/.state && dev/cluster up`"
+        )
+    recorded.write_text(wanted + "\n")
 
 
 def write_env(state: State) -> None:

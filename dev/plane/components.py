@@ -31,9 +31,6 @@ from dev.plane.layout import REPO, State
 from dev.plane.pki import NODE_NAME
 
 HOST = "127.0.0.1"
-SERVICE_CIDR = "10.96.0.0/24"
-"""With the process kubelet, ClusterIPs are only allocated, never routed: nothing listens
-there. The real node routes its own range instead (`service_cidr`)."""
 MINIO_USER = "rewind-dev"
 MINIO_PASSWORD = "rewind-dev-secret"
 AWS_REGION = "us-east-1"
@@ -58,7 +55,10 @@ DEFAULT_PORTS = {
 
 
 def service_cidr(state: State) -> str:
-    return net.NodeNet.of(state).service_cidr if net.is_real(state) else SERVICE_CIDR
+    """The state folder's own 198.19.N.0/24 in both modes: the real node routes it, the
+    process kubelet only allocates from it (nothing listens there). One range for both,
+    so switching modes never moves the `kubernetes` Service."""
+    return net.NodeNet.of(state).service_cidr
 
 
 def _free(port: int) -> bool:

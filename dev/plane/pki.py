@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dev.node import net
 from dev.plane.layout import State
 
 DAYS = "3650"
@@ -24,7 +25,6 @@ CLUSTER_NAME = "rewind-dev"
 
 API_SERVER_NAMES = [
     "IP:127.0.0.1",
-    "IP:10.96.0.1",
     "DNS:localhost",
     "DNS:kubernetes",
     "DNS:kubernetes.default",
@@ -57,8 +57,12 @@ def _openssl(*args: str) -> None:
 
 
 def _sign(pki: Path, stem: str, subject: str, extensions: str) -> None:
-    key, crt = pki / f"{stem}.key", pki / f"{stem}.crt"
-    if key.exists() and crt.exists():
+    """Issues STEM's key and certificate, again when SUBJECT or EXTENSIONS changed since
+    (kept in STEM.ext beside it), so that a state folder made by an older version gets
+    the names it now needs (e.g. a Service IP in another range)."""
+    key, crt, wanted = pki / f"{stem}.key", pki / f"{stem}.crt", pki / f"{stem}.ext"
+    request = f"{subject}\n{extensions}\n"
+    if key.exists() and crt.exists() and wanted.exists() and wanted.read_text() == request:
         return
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,6 +75,7 @@ def _sign(pki: Path, stem: str, subject: str, extensions: str) -> None:
             "-extfile", str(ext), "-extensions", "v3", "-out", str(crt),
         )  # fmt: skip
     key.chmod(0o600)
+    wanted.write_text(request)
 
 
 def ensure_pki(state: State) -> None:
@@ -89,7 +94,8 @@ def ensure_pki(state: State) -> None:
     server = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
     _sign(
         pki, "apiserver", "/CN=kube-apiserver",
-        server + "extendedKeyUsage=serverAuth\nsubjectAltName=" + ",".join(API_SERVER_NAMES),
+        server + "extendedKeyUsage=serverAuth\nsubjectAltName="
+        + ",".join([*API_SERVER_NAMES, f"IP:{net.NodeNet.of(state).kubernetes_service_ip}"]),
     )  # fmt: skip
     _sign(
         pki, "kubelet-serving", f"/O=system:nodes/CN=system:node:{NODE_NAME}",
