@@ -37,6 +37,23 @@ _TRIGGER_ERRORS = {
 
 _ID = {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}
 
+
+def _savepoint_trigger(summary: str, answer: str, *, stop_field: bool) -> dict[str, Any]:
+    """POST /savepoints and POST /stop: an optional JSON body, 202 with the request id."""
+    fields: dict[str, Any] = {"target": {"type": "string"}}
+    if stop_field:
+        fields["stop"] = {"type": "boolean", "default": False}
+    fields["drain"] = {"type": "boolean", "default": False}
+    body = {"schema": {"type": "object", "properties": fields}}
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": False, "content": {_JSON: body}},
+            "responses": {"202": _ok(answer, _ID)} | _TRIGGER_ERRORS,
+        }
+    }
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -114,28 +131,11 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI 3.1.")}}
         },
-        "/savepoints": {
-            "post": {
-                "summary": "Trigger a savepoint (optionally stop the job with it)",
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        _JSON: {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "target": {"type": "string"},
-                                    "stop": {"type": "boolean", "default": False},
-                                    "drain": {"type": "boolean", "default": False},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {"202": _ok("Triggered; poll GET /savepoints/{id}.", _ID)}
-                | _TRIGGER_ERRORS,
-            }
-        },
+        "/savepoints": _savepoint_trigger(
+            "Trigger a savepoint (optionally stop the job with it)",
+            "Triggered; poll GET /savepoints/{id}.",
+            stop_field=True,
+        ),
         "/savepoints/{id}": {
             "get": {
                 "summary": "A savepoint request's progress",
@@ -160,27 +160,11 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/stop": {
-            "post": {
-                "summary": "Stop with a savepoint; a second stop returns the same id",
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        _JSON: {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "target": {"type": "string"},
-                                    "drain": {"type": "boolean", "default": False},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {"202": _ok("Stopping; poll GET /savepoints/{id}.", _ID)}
-                | _TRIGGER_ERRORS,
-            }
-        },
+        "/stop": _savepoint_trigger(
+            "Stop with a savepoint; a second stop returns the same id",
+            "Stopping; poll GET /savepoints/{id}.",
+            stop_field=False,
+        ),
         "/cancel": {
             "post": {
                 "summary": "Stop at once, without a savepoint",

@@ -290,6 +290,37 @@ def _hashed_template(
     return template, digest
 
 
+def _workload(
+    kind: str,
+    app: str,
+    *,
+    spec: StreamAppSpec,
+    restore: str | None,
+    replicas: int,
+    service_account: str,
+    policies: dict[str, Any],
+) -> dict[str, Any]:
+    """A Deployment or StatefulSet of the engine's hashed pod template; `policies` are
+    what differ between the two (rollout, identity)."""
+    template, digest = _hashed_template(app, spec, restore, service_account)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": workload_name(app),
+            "labels": labels(app),
+            "annotations": {HASH_ANNOTATION: digest},
+        },
+        "spec": {
+            "replicas": replicas,
+            **policies,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(app)},
+            "template": template,
+        },
+    }
+
+
 def statefulset(
     app: str,
     spec: StreamAppSpec,
@@ -298,25 +329,20 @@ def statefulset(
     service_account: str = ENGINE_SA,
 ) -> dict[str, Any]:
     """The StatefulSet of `replicas` workers (see the module docstring for its policies)."""
-    template, digest = _hashed_template(app, spec, restore, service_account)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {
-            "name": workload_name(app),
-            "labels": labels(app),
-            "annotations": {HASH_ANNOTATION: digest},
-        },
-        "spec": {
-            "replicas": replicas,
-            "serviceName": workers_service_name(app),
-            "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "OnDelete"},
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector_labels(app)},
-            "template": template,
-        },
+    policies = {
+        "serviceName": workers_service_name(app),
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "OnDelete"},
     }
+    return _workload(
+        "StatefulSet",
+        app,
+        spec=spec,
+        restore=restore,
+        replicas=replicas,
+        service_account=service_account,
+        policies=policies,
+    )
 
 
 def deployment(
@@ -327,23 +353,16 @@ def deployment(
     service_account: str = ENGINE_SA,
 ) -> dict[str, Any]:
     """The engine Deployment: one replica, Recreate (never two jobs on one state)."""
-    template, digest = _hashed_template(app, spec, restore, service_account)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": workload_name(app),
-            "labels": labels(app),
-            "annotations": {HASH_ANNOTATION: digest},
-        },
-        "spec": {
-            "replicas": replicas,
-            "strategy": {"type": "Recreate"},
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector_labels(app)},
-            "template": template,
-        },
-    }
+    policies = {"strategy": {"type": "Recreate"}}
+    return _workload(
+        "Deployment",
+        app,
+        spec=spec,
+        restore=restore,
+        replicas=replicas,
+        service_account=service_account,
+        policies=policies,
+    )
 
 
 def preflight_name(app: str, generation: int) -> str:

@@ -118,7 +118,48 @@ class _InFlight:
     part_reported: bool = False
 
 
-class Coordinator:
+class SnapshotQueue:
+    """A job's snapshot requests in the order they came, one in flight at a time, each
+    numbered (its checkpoint id) when it starts. What the one-process `Coordinator` and
+    the workers' `GlobalCoordinator` (global_checkpoint.py) share; each says in
+    `_start_next` how a request starts."""
+
+    def __init__(self, first_checkpoint_id: int) -> None:
+        self.next_checkpoint_id = first_checkpoint_id
+        self.requests: dict[str, SnapshotRequest] = {}
+        """Every request of this job by id, for the control API (finished ones too)."""
+        self._queue: list[SnapshotRequest] = []
+
+    def trigger(self, request: SnapshotRequest) -> SnapshotRequest:
+        self.requests[request.id] = request
+        self._queue.append(request)
+        self._start_next()
+        return request
+
+    def _start_next(self) -> None:
+        raise NotImplementedError
+
+    def _take_next(self) -> tuple[SnapshotRequest, int]:
+        """The oldest queued request, given the next checkpoint id (returned too)."""
+        request = self._queue.pop(0)
+        cid = request.checkpoint_id = self.next_checkpoint_id
+        self.next_checkpoint_id += 1
+        return request, cid
+
+
+def log_completed(logger: Any, event: str, request: SnapshotRequest, **fields: Any) -> None:
+    """The one log line of a completed snapshot (both coordinators)."""
+    logger.info(
+        event,
+        id=request.id,
+        **fields,
+        location=request.target,
+        size_bytes=request.size_bytes,
+        duration_s=round(request.duration_s or 0.0, 3),
+    )
+
+
+class Coordinator(SnapshotQueue):
     """Drives snapshots for one job; every method runs on the scheduler's thread."""
 
     def __init__(
@@ -134,6 +175,7 @@ class Coordinator:
         part: Callable[[snapshots.SnapshotWriter], snapshots.WorkerPart] | None = None,
         on_part: Callable[[SnapshotRequest, snapshots.WorkerPart], None] | None = None,
     ) -> None:
+        super().__init__(first_checkpoint_id)
         self.tasks = tasks
         self.sources = [t for t in tasks if isinstance(t, SourceTask)]
         self._meta = meta
@@ -142,34 +184,22 @@ class Coordinator:
         self._timeout_s = timeout_s
         self._on_complete = on_complete
         self._on_failed = on_failed
-        self.next_checkpoint_id = first_checkpoint_id
         self._part = part
         self._on_part = on_part
-        self._queue: list[SnapshotRequest] = []
         self._in_flight: _InFlight | None = None
         self.work = SnapshotWork()
         """Grouping and encoding of captures, run by the job's loop (`run_work`)."""
         # One worker: `finish` (waits for uploads, writes the manifest), aborts, pruning.
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="rewind-snapshot-prep")
-        self.requests: dict[str, SnapshotRequest] = {}
 
     @property
     def busy(self) -> bool:
         return self._in_flight is not None or bool(self._queue)
 
-    def trigger(self, request: SnapshotRequest) -> SnapshotRequest:
-        self.requests[request.id] = request
-        self._queue.append(request)
-        self._start_next()
-        return request
-
     def _start_next(self) -> None:
         if self._in_flight is not None or not self._queue:
             return
-        request = self._queue.pop(0)
-        cid = self.next_checkpoint_id
-        self.next_checkpoint_id += 1
-        request.checkpoint_id = cid
+        request, cid = self._take_next()
         meta = self._meta()
         meta["checkpoint_id"] = cid
         try:
@@ -281,14 +311,7 @@ class Coordinator:
     def _complete(self, flight: _InFlight, size_bytes: int | None, sources: Any) -> None:
         request = flight.request
         request.complete(size_bytes, sources, time.monotonic() - flight.started)
-        log.info(
-            "snapshot_completed",
-            id=request.id,
-            kind=request.kind,
-            location=request.target,
-            size_bytes=request.size_bytes,
-            duration_s=round(request.duration_s or 0.0, 3),
-        )
+        log_completed(log, "snapshot_completed", request, kind=request.kind)
         self._on_complete(request)
 
     def poll(self) -> None:

@@ -39,7 +39,7 @@ import structlog
 
 from .. import snapshots
 from . import control_bus as bus
-from .coordinator import FAILED, SnapshotRequest
+from .coordinator import FAILED, SnapshotQueue, SnapshotRequest, log_completed
 
 log = structlog.get_logger("rewind.global_checkpoint")
 
@@ -56,7 +56,7 @@ class _Flight:
     commit: Future[snapshots.Manifest] | None = None
 
 
-class GlobalCoordinator:
+class GlobalCoordinator(SnapshotQueue):
     """Runs on worker 0's scheduler thread; `tick` every round, `on_message` per message."""
 
     def __init__(
@@ -73,11 +73,11 @@ class GlobalCoordinator:
         on_committed: Callable[[SnapshotRequest, snapshots.Manifest], None],
         now: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(first_checkpoint_id)
         self.workers = workers
         self.attempt = secrets.token_hex(6)
         self._send = send
         self._meta = meta
-        self.next_checkpoint_id = first_checkpoint_id
         self._heartbeat_s = heartbeat_s
         self._worker_timeout_s = worker_timeout_s
         self._start_timeout_s = start_timeout_s
@@ -90,8 +90,6 @@ class GlobalCoordinator:
         self.started = False
         self.heard: dict[int, float] = {}
         self.worker_status: dict[int, dict[str, Any]] = {}
-        self.requests: dict[str, SnapshotRequest] = {}
-        self._queue: list[SnapshotRequest] = []
         self._flight: _Flight | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rewind-global-commit")
         self.failure: str | None = None
@@ -187,19 +185,10 @@ class GlobalCoordinator:
 
     # -- snapshots ------------------------------------------------------------------
 
-    def trigger(self, request: SnapshotRequest) -> SnapshotRequest:
-        self.requests[request.id] = request
-        self._queue.append(request)
-        self._start_next()
-        return request
-
     def _start_next(self) -> None:
         if self._flight is not None or not self._queue or not self.started:
             return
-        request = self._queue.pop(0)
-        cid = self.next_checkpoint_id
-        self.next_checkpoint_id += 1
-        request.checkpoint_id = cid
+        request, cid = self._take_next()
         request.final = request.final or (request.kind == "checkpoint" and self.sources_finished())
         self._flight = _Flight(request, cid, self._now())
         fields = {
@@ -234,14 +223,7 @@ class GlobalCoordinator:
             bus.COMMIT,
             {"n": flight.checkpoint_id, "size": manifest.size_bytes, "sources": manifest.sources},
         )
-        log.info(
-            "global_snapshot_completed",
-            id=request.id,
-            checkpoint_id=flight.checkpoint_id,
-            location=request.target,
-            size_bytes=manifest.size_bytes,
-            duration_s=round(request.duration_s or 0.0, 3),
-        )
+        log_completed(log, "global_snapshot_completed", request, checkpoint_id=flight.checkpoint_id)
         self._on_committed(request, manifest)
 
     def _abort(self, flight: _Flight, error: str) -> None:
