@@ -16,6 +16,8 @@ import msgpack
 import pytest
 from rewind_engine.dataflow import AggregateSpec
 from rewind_engine.keys import KeyGrouper, key_group_of, key_group_range
+from rewind_engine.runtime.count_state import COLD_MIN
+from rewind_engine.runtime.elements import Batch
 from rewind_engine.runtime.operators import AggregateOp
 from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter
 from rewind_engine.windows import Count, aggregation
@@ -219,3 +221,37 @@ def test_format_1_pairs_still_restore() -> None:
     op = count_op()
     op.restore([(3, block)], [])
     assert op.state == {(1, "view"): 5, "x": 2}
+
+
+@pytest.mark.parametrize("shape", ["int", "tuple"])
+def test_a_large_count_restores_exactly_counts_on_and_snapshots_again(
+    tmp_path: Path, shape: str
+) -> None:
+    # Enough keys that a restore leaves its dict of slots to fill in (count_state.py).
+    def key(i: int) -> Any:
+        return i * 104729 - 10**12 if shape == "int" else (i, "view" if i % 3 else "click")
+
+    n = 3 * COLD_MIN
+    state = {key(i): i % 1000 + 1 for i in range(n)}
+    grouper = KeyGrouper(MAXP)
+    write((tmp_path / "a").as_uri(), [count_op(state)], grouper)
+    halves = [restore((tmp_path / "a").as_uri(), i, 2) for i in range(2)]
+    assert [op.state for op in halves] == split_by_owner(state, 2)
+    assert all(type(k) is type(key(0)) for op in halves for k in op.state)
+    # Counting on: restored keys keep their counts, new keys are added.
+    touched = [key(i) for i in range(0, n + 5, 7)] + [key(0), key(n + 1)]
+    expected = dict(state)
+    for k in touched:
+        expected[k] = expected.get(k, 0) + 1
+    for subtask, op in enumerate(halves):
+        owned = key_group_range(subtask, 2, MAXP)
+        mine = [k for k in touched if key_group_of(k, MAXP) in owned]
+        out: list[Batch] = []
+        op.emit = out.append
+        op.process(Batch(mine, keys=mine))
+        assert out[0].records == [(k, expected[k]) for k in dict.fromkeys(mine)]
+    # The halves snapshot again and restore into one subtask.
+    write((tmp_path / "b").as_uri(), halves, grouper)
+    one = restore((tmp_path / "b").as_uri(), 0, 1)
+    assert one.state == expected
+    assert all(type(k) is type(key(0)) and type(v) is int for k, v in one.state.items())
