@@ -8,9 +8,10 @@ The three formats carry the same thing, the rows as JSON carries them (tuples an
 as arrays, bytes as hex):
 
 - JSON lines: one object per line.
-- CSV: one column per field; a cell is its value as JSON (numbers, `true`, `null`,
-  arrays, objects), except a string, which is written as is unless it would read as
-  JSON (`"3"`, `"true"`, `""` are quoted); an empty cell is a field the row lacks.
+- CSV: one column per field, lines ending in "\n"; a cell is its value as JSON
+  (numbers, `true`, `null`, arrays, objects), except a string, which is written as is
+  unless it would read as JSON (`"3"`, `"true"`, `""` are quoted); an empty cell is a
+  field the row lacks.
 - Parquet (pyarrow, the optional extra `rewind[parquet]`): a column whose present
   values are all ints (int64), all floats, all strings or all bools is a column of that
   type; any other column holds each value as JSON text and says so in its field
@@ -139,7 +140,9 @@ def csv_value(cell: str) -> Any:
 
 def _write_csv(rows: Iterable[Row], out: TextIO) -> None:
     materialised = list(rows)
-    writer = csv.DictWriter(out, fieldnames=_fields(materialised))
+    # "\n", not the RFC's "\r\n": the file is for sed, grep and editors as much as for
+    # spreadsheets (and a CSV reader takes either).
+    writer = csv.DictWriter(out, fieldnames=_fields(materialised), lineterminator="\n")
     writer.writeheader()
     for row in materialised:
         writer.writerow({k: csv_cell(v) for k, v in row.items()})

@@ -48,7 +48,7 @@ def test_csv_keeps_plain_strings_plain() -> None:
     state_files.write_rows(
         [{"key": "ada", "value": 2}, {"key": "7", "value": True}], "csv", out, None
     )
-    assert out.getvalue().splitlines() == ["key,value", "ada,2", '"""7""",true']
+    assert out.getvalue() == 'key,value\nada,2\n"""7""",true\n'
 
 
 def test_parquet_columns_are_typed_where_they_can_be(tmp_path: Path) -> None:
