@@ -24,9 +24,11 @@ UIDS = ("per-user", "ms-per-region", "visits")
 
 
 class Visits(KeyedProcess):
-    """Per (user, region): clicks (value), pages (list), clicks per page (map)."""
+    """Per (user, region): clicks (value), pages (list), clicks per page (map), and a
+    processing-time timer that never fires (so that snapshots hold timers)."""
 
     def process(self, key: Any, record: Any, ctx: KeyedContext) -> list[dict[str, Any]]:
+        ctx.register_processing_timer(2**62)
         clicks = ctx.value("clicks", 0)
         clicks.set(clicks.get() + 1)
         ctx.list("pages").add(record["page"])
@@ -146,7 +148,7 @@ def test_read_write_replace_restore_gives_the_same_results(
         assert manifest.steps[uid].parallelism == 2
     visits = read(capsys, dst, "visits")
     assert {"key_group", "key", "state", "type", "value"} == set(visits[0])
-    assert {"value", "list", "map"} == {r["type"] for r in visits}
+    assert {"value", "list", "map", "processing_timer"} == {r["type"] for r in visits}
 
     write_input(tmp_path / "in", "part-2.jsonl", SECOND)
     run(tmp_path, "from-first", restore=first, parallelism=3)
@@ -169,9 +171,9 @@ def test_an_edited_row_shows_in_the_restored_job(
     (tmp_path / "counts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
     visits = read(capsys, first, "visits")
     for row in visits:
-        if row["key"] == ["ada", "eu"] and row["state"] == "clicks":
+        if row["key"] == ["ada", "eu"] and row.get("state") == "clicks":
             row["value"] = 7
-        if row["key"] == ["ada", "eu"] and row["state"] == "per-page":
+        if row["key"] == ["ada", "eu"] and row.get("state") == "per-page":
             row["value"] = [["/", 40], ["/z", 1]]
     with (tmp_path / "visits.csv").open("w", newline="") as out:
         state_files.write_rows(visits, "csv", out, None)
@@ -180,6 +182,8 @@ def test_an_edited_row_shows_in_the_restored_job(
                           "--replace", f"per-user={tmp_path / 'counts.jsonl'}",
                           "--replace", f"visits={tmp_path / 'visits.csv'}")  # fmt: skip
     assert code == 0, err
+    timers = [r for r in read(capsys, first, "visits") if r["type"] == "processing_timer"]
+    assert timers and [r for r in read(capsys, dst, "visits") if "state" not in r] == timers
 
     write_input(tmp_path / "in", "part-2.jsonl", SECOND)
     run(tmp_path, "after", restore=dst, parallelism=2)
