@@ -167,13 +167,13 @@ def cmd_read(args: argparse.Namespace) -> int:
                 rows = _checked(rows, inexact)
             if args.format == "parquet":
                 state_files.write_rows(rows, "parquet", None, args.out)
-                return 0
-            out: TextIO = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
-            try:
-                state_files.write_rows(rows, args.format, out, args.out)
-            finally:
-                if args.out:
-                    out.close()
+            else:
+                out: TextIO = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+                try:
+                    state_files.write_rows(rows, args.format, out, args.out)
+                finally:
+                    if args.out:
+                        out.close()
     except snapshots.SnapshotError as exc:
         return _error(f"cannot read snapshot {args.uri}: {exc}")
     except (OSError, state_files.StateFileError) as exc:

@@ -264,3 +264,29 @@ def test_a_value_rows_cannot_carry_is_warned_about(
     assert code == 0
     assert json.loads(out.splitlines()[0])["value"] in (["/", "/b"], ["/a"], ["/"])
     assert err.startswith("warning: 3 row(s) hold values that rows cannot carry exactly")
+    path = tmp_path / "pages.parquet"
+    code, _, err = rewind(capsys, "state", "read", final, "--uid", "pages", "--format",
+                          "parquet", "--out", str(path))  # fmt: skip
+    assert code == 0 and path.exists() and err.startswith("warning: 3 row(s)")
+
+
+def test_parquet_without_pyarrow_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = state_files.importlib.import_module
+
+    def no_pyarrow(name: str) -> Any:
+        if name.startswith("pyarrow"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name)
+
+    monkeypatch.setattr(state_files.importlib, "import_module", no_pyarrow)
+    path = tmp_path / "counts.parquet"
+    code, _, err = rewind(capsys, "state", "read", first, "--uid", "per-user", "--format",
+                          "parquet", "--out", str(path))  # fmt: skip
+    assert code == 1 and "install rewind[parquet]" in err and "Traceback" not in err
+    path.write_bytes(b"PAR1")
+    code, _, err = rewind(capsys, "state", "write", first, "--to", f"file://{tmp_path}/x",
+                          "--replace", f"per-user={path}")  # fmt: skip
+    assert code == 1 and "install rewind[parquet]" in err
+    assert not (tmp_path / "x").exists()
