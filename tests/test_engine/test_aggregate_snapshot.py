@@ -16,7 +16,6 @@ import msgpack
 import pytest
 from rewind_engine.dataflow import AggregateSpec
 from rewind_engine.keys import KeyGrouper, key_group_of, key_group_range
-from rewind_engine.runtime.count_state import COLD_MIN
 from rewind_engine.runtime.elements import Batch
 from rewind_engine.runtime.operators import AggregateOp
 from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter
@@ -227,11 +226,10 @@ def test_format_1_pairs_still_restore() -> None:
 def test_a_large_count_restores_exactly_counts_on_and_snapshots_again(
     tmp_path: Path, shape: str
 ) -> None:
-    # Enough keys that a restore leaves its dict of slots to fill in (count_state.py).
     def key(i: int) -> Any:
         return i * 104729 - 10**12 if shape == "int" else (i, "view" if i % 3 else "click")
 
-    n = 3 * COLD_MIN
+    n = 20_000
     state = {key(i): i % 1000 + 1 for i in range(n)}
     grouper = KeyGrouper(MAXP)
     write((tmp_path / "a").as_uri(), [count_op(state)], grouper)

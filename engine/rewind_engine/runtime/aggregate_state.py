@@ -13,7 +13,9 @@ snapshot:
 - the keys as a `KeyColumn` (key_columns.py), the most compact kind that all of them
   fit: an int64 array for plain ints (post ids, user ids; their key groups are computed
   in bulk), a column per position for tuples of scalars (`(post_id, kind)`), else an
-  array of references.
+  array of references. A restore knows its keys' groups from the snapshot and learns
+  only those; the column is built by the next snapshot, in steps (for 1 M tuple keys it
+  is ~150 ms of Python passes that a restore would otherwise wait for).
 
 Per snapshot, the values are an int64 array (a count), or become an int64 or float64
 array when every value is an int or a float; keys and values are put into key-group
@@ -76,7 +78,11 @@ class KeyIndex:
         self.groups: npt.NDArray[np.integer[Any]] = np.empty(0, np.uint16)
         """Key group of the i-th key."""
         self.column: KeyColumn | None = None
-        """The keys, as the most compact kind of column that all of them fit."""
+        """The first `column_size` keys, as the most compact kind of column that all of
+        them fit."""
+        self.column_size = 0
+        """<= `size`: a restore learns the key groups only, and the next snapshot builds
+        the column in steps (`build_column`), off the restore's critical path."""
         self._last: Any = None
         self._order: npt.NDArray[np.intp] | None = None
         self._counts: npt.NDArray[np.intp] | None = None
@@ -94,18 +100,16 @@ class KeyIndex:
         groups: npt.NDArray[np.integer[Any]] | None = None,
     ) -> None:
         """Learn `keys[self.size:size]`, the keys appended since the known ones. Their key
-        groups are `groups` if known (a restore), else computed (`grouper` required)."""
+        groups are `groups` if known (a restore: the column is left to `build_column`),
+        else computed (`grouper` required), in bulk from the column where it can."""
         new = keys[self.size : size]
         if not new:
             return
-        if self.column is None:
-            self.column = key_column_for(new[0])
-        if not self.column.extend(new):  # a key of another shape: the general column
-            self.column = ObjectKeys()
-            self.column.extend(keys[:size])
         if groups is None:
             if grouper is None:
                 raise ValueError("the key groups of new keys need a grouper")
+            self.build_column(keys, size)
+            assert self.column is not None
             groups = self.column.key_groups(self.size, size, grouper.max_parallelism)
             if groups is None:
                 groups = np.array(grouper.many_uncached(new), np.int32)
@@ -116,6 +120,18 @@ class KeyIndex:
         self._last = new[-1]
         self._order = self._counts = None
 
+    def build_column(self, keys: list[Any], upto: int) -> None:
+        """Extend the column to the first `upto` keys of `keys` (the known keys)."""
+        new = keys[self.column_size : upto]
+        if not new:
+            return
+        if self.column is None:
+            self.column = key_column_for(new[0])
+        if not self.column.extend(new):  # a key of another shape: the general column
+            self.column = ObjectKeys()
+            self.column.extend(keys[:upto])
+        self.column_size = upto
+
     def order(self, max_parallelism: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """(positions of the keys sorted by key group, stable; keys per key group)."""
         if self._order is None or self._counts is None:
@@ -125,7 +141,8 @@ class KeyIndex:
 
 
 LEARN_STEP = 1 << 15
-"""`columns_by_key_group_steps` learns (hashes) this many new keys per step (~1-5 ms)."""
+"""`columns_by_key_group_steps` learns (hashes) this many new keys, or puts this many
+restored keys into the column, per step (~1-5 ms)."""
 
 
 def columns_by_key_group(
@@ -143,15 +160,19 @@ def columns_by_key_group(
 def columns_by_key_group_steps(
     capture: AggregateCapture, index: KeyIndex, grouper: KeyGrouper
 ) -> Generator[None, None, dict[int, Columns]]:
-    """`columns_by_key_group` in steps: yields after each `LEARN_STEP` new keys and
-    before the gather, so that the task's thread can process batches in between (the
-    capture's keys are append-only, so they stay valid meanwhile)."""
+    """`columns_by_key_group` in steps: yields after each `LEARN_STEP` restored keys
+    put into the column, after each `LEARN_STEP` new keys and before the gather, so that
+    the task's thread can process batches in between (the capture's keys are
+    append-only, so they stay valid meanwhile)."""
     keys, size, values = capture.keys, capture.size, capture.values
     if len(values) != size:
         raise ValueError(f"a capture of {size} keys holds {len(values)} values")
     n = grouper.max_parallelism
     if index.size > size or not index.matches(keys):
         index.reset()  # the state was replaced: start afresh
+    while index.column_size < index.size:  # the keys of a restore
+        index.build_column(keys, min(index.size, index.column_size + LEARN_STEP))
+        yield
     while index.size < size:
         index.learn(keys, min(size, index.size + LEARN_STEP), grouper)
         yield

@@ -17,48 +17,21 @@ per key one dict lookup for the slot, then an array read and write instead of a 
 write (emit="each" measured ~15% slower in bench/bench_keyed_count.py, batch the same),
 the price of a barrier copy that no longer grows with the number of keys.
 
-A restore (`load` of many keys into an empty state) does not build `slots` at once:
-inserting 1 M keys into a dict costs 200-300 ms on our machines, most of a restore. The
-restored keys go into `keys_by_slot` and `counts` as they are, and are split by their
-hash into partitions of ~16 keys (`_Cold`: the slots of each partition, found by one
-radix sort of 16-bit partition numbers). A key that misses `slots` while some partition
-is cold brings its own partition into `slots` first (`_thaw`), then looks again: as
-`hash(a) == hash(b)` whenever `a == b`, every restored key equal to it is in that
-partition, so the lookup answers as the full dict would, for keys of any type (1.0 and
-True find a restored 1). The dict fills in as the stream touches keys (~16 dict inserts
-per first touch of a partition, the work the restore skipped); once every partition is
-in, the cold part is dropped. A restore whose keys have two equal hashes (a duplicate
-key, or a collision) builds the dict at once, as before, so that a duplicate is summed.
-
-What must stay true: `slots.get(keys_by_slot[i], i) == i` for every i < len(self), and a
-key is missing from `slots` only while its partition is cold; a count fits int64
-(9.2e18: `array` raises OverflowError beyond); the first n keys never change once
+What must stay true: `slots[keys_by_slot[i]] == i` for every i < len(self); a count fits
+int64 (9.2e18: `array` raises OverflowError beyond); the first n keys never change once
 written, so a capture of size n stays valid while counting goes on.
 """
 
 from __future__ import annotations
 
-import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from ..key_columns import Int64s, int64_column
-
-COLD_MIN = 1 << 14
-"""A restore of fewer keys builds its dict at once (it is quick, and simpler)."""
-_PARTITION_KEYS = 16
-"""Restored keys per cold partition, on average: what a miss brings into the dict."""
-_MIX = 0x9E3779B97F4A7C15
-"""Odd 64-bit multiplier: spreads a hash's low bits (ints hash to themselves) into the
-top bits that number the partitions; a bijection, so distinct hashes stay distinct."""
-_MASK64 = (1 << 64) - 1
-_HASH_MODULUS = (1 << 61) - 1
-"""CPython's hash of an int on 64-bit builds: sign * (|n| mod 2**61 - 1), -1 -> -2."""
+from ..key_columns import Int64s
 
 
 def check_counts(counts: list[Any]) -> None:
@@ -70,59 +43,17 @@ def check_counts(counts: list[Any]) -> None:
         raise ValueError(f"a count must be an integer, got {names}")
 
 
-def int_hashes(keys: Int64s) -> Int64s:
-    """`hash(int(k))` for every k of `keys`, in bulk (64-bit CPython's int hash)."""
-    # |k| as uint64 (abs(-2**63) wraps to itself, whose unsigned view is 2**63).
-    rest = (np.abs(keys).view(np.uint64) % np.uint64(_HASH_MODULUS)).view(np.int64)
-    hashes = np.where(keys < 0, -rest, rest)
-    hashes[hashes == -1] = -2  # -1 is CPython's error value
-    return hashes
-
-
-def key_hashes(keys: list[Any]) -> Int64s:
-    """`hash(k)` for every key (TypeError for an unhashable one, as a dict would)."""
-    ints = int64_column(keys) if sys.hash_info.modulus == _HASH_MODULUS else None
-    if ints is not None:
-        return int_hashes(ints)
-    return np.fromiter(map(hash, keys), np.int64, len(keys))
-
-
-class _Cold:
-    """The restored keys not in `slots` yet: their slots by partition of their hash.
-
-    Partition p holds `order[starts[p]:starts[p + 1]]`; `cold[p]` is 1 while its keys
-    are not in `slots`."""
-
-    __slots__ = ("cold", "left", "order", "shift", "starts")
-
-    def __init__(self, hashes: Int64s) -> None:
-        bits = max(1, min(16, (len(hashes) // _PARTITION_KEYS).bit_length()))
-        self.shift = 64 - bits
-        mixed = hashes.view(np.uint64) * np.uint64(_MIX)  # wraps around: modulo 2**64
-        parts = (mixed >> np.uint64(self.shift)).astype(np.uint16)
-        self.order: npt.NDArray[np.intp] = np.argsort(parts, kind="stable")  # radix sort
-        sizes = np.bincount(parts, minlength=1 << bits)
-        self.starts: list[int] = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        self.cold = bytearray((sizes > 0).astype(np.uint8).tobytes())
-        self.left = int(np.count_nonzero(sizes))
-
-    def partition(self, key: Any) -> int:
-        return ((hash(key) * _MIX) & _MASK64) >> self.shift
-
-
 class CountState(MutableMapping[Any, int]):
     """{key: count}. Behaves as a mapping (for tests and tools); the runtime uses
     `add_batch`, `add_each`, `capture` and `load`."""
 
-    __slots__ = ("_cold", "counts", "keys_by_slot", "slots")
+    __slots__ = ("counts", "keys_by_slot", "slots")
 
     def __init__(self) -> None:
         self.slots: dict[Any, int] = {}
-        """key -> slot, except restored keys whose partition is still in `_cold`."""
         self.keys_by_slot: list[Any] = []
         """Append-only: the snapshot thread reads a prefix of it while the task counts."""
         self.counts = array("q")
-        self._cold: _Cold | None = None
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -132,7 +63,7 @@ class CountState(MutableMapping[Any, int]):
         for k, n in Counter(keys).items():
             slot = get(k)
             if slot is None:
-                slot = self._missing(k)
+                slot = self._new_slot(k)
             c = counts[slot] + n
             counts[slot] = c
             out.append((k, c))
@@ -146,16 +77,11 @@ class CountState(MutableMapping[Any, int]):
         for k in keys:
             slot = get(k)
             if slot is None:
-                slot = self._missing(k)
+                slot = self._new_slot(k)
             c = counts[slot] + 1
             counts[slot] = c
             append((k, c))
         return out
-
-    def _missing(self, key: Any) -> int:
-        """The slot of a key that `slots` lacks: a restored one's, or a new one."""
-        slot = None if self._cold is None else self._cold_slot(key)
-        return self._new_slot(key) if slot is None else slot
 
     def _new_slot(self, key: Any) -> int:
         slot = len(self.keys_by_slot)
@@ -176,15 +102,13 @@ class CountState(MutableMapping[Any, int]):
         `checked`: `check_counts` was called on `counts` already."""
         if not checked:
             check_counts(counts)
-        try:  # one C pass to int64, whose bytes the array takes without another
+        if len(keys) != len(counts):
+            raise ValueError(f"{len(keys)} keys but {len(counts)} counts")
+        try:  # one C pass into int64, whose bytes the array then copies (array.extend
+            # of a list converts item by item, ~3x slower)
             column = np.fromiter(counts, np.int64, len(counts))
         except OverflowError as exc:
             raise ValueError(f"a count does not fit 64 bits: {exc}") from exc
-        if len(keys) != len(column):
-            raise ValueError(f"{len(keys)} keys but {len(column)} counts")
-        if not self.keys_by_slot and len(keys) >= COLD_MIN and self._load_cold(keys, column):
-            return
-        self._thaw_all()
         start, end = len(self.keys_by_slot), len(self.keys_by_slot) + len(keys)
         new = dict(zip(keys, range(start, end), strict=True))
         if len(new) != len(keys) or not new.keys().isdisjoint(self.slots.keys()):
@@ -198,59 +122,13 @@ class CountState(MutableMapping[Any, int]):
             self.slots = new  # a restore into an empty state: no second dict to build
         self.keys_by_slot.extend(keys)
 
-    def _load_cold(self, keys: list[Any], counts: Int64s) -> bool:
-        """Load into an empty state, leaving `slots` to fill in partition by partition;
-        False (nothing done) if two keys have equal hashes (maybe equal keys)."""
-        hashes = key_hashes(keys)
-        ordered = np.sort(hashes)
-        if bool((ordered[1:] == ordered[:-1]).any()):
-            return False
-        self._cold = _Cold(hashes)
-        self.counts.frombytes(counts.tobytes())
-        self.keys_by_slot.extend(keys)
-        return True
-
-    def _cold_slot(self, key: Any) -> int | None:
-        """The slot of a key that `slots` lacks, after bringing its partition in; None
-        if it has none."""
-        cold = self._cold
-        if cold is None:
-            return None
-        part = cold.partition(key)
-        if not cold.cold[part]:
-            return None
-        self._thaw(cold, part)
-        return self.slots.get(key)
-
-    def _thaw(self, cold: _Cold, part: int) -> None:
-        """Put the keys of cold partition `part` into `slots`."""
-        chosen = cold.order[cold.starts[part] : cold.starts[part + 1]].tolist()
-        self.slots.update(zip(map(self.keys_by_slot.__getitem__, chosen), chosen, strict=True))
-        cold.cold[part] = 0
-        cold.left -= 1
-        if not cold.left:
-            self._cold = None
-
-    def _thaw_all(self) -> None:
-        """Put every restored key into `slots` (before a load over known keys)."""
-        if self._cold is not None:
-            self.slots.update(zip(self.keys_by_slot, range(len(self.keys_by_slot)), strict=True))
-            self._cold = None
-
     # -- the mapping protocol (slow path: one key at a time) ------------------------------
 
     def __getitem__(self, key: Any) -> int:
-        slot = self.slots.get(key)
-        if slot is None:
-            slot = self._cold_slot(key)
-            if slot is None:
-                raise KeyError(key)
-        return self.counts[slot]
+        return self.counts[self.slots[key]]
 
     def __setitem__(self, key: Any, count: int) -> None:
         slot = self.slots.get(key)
-        if slot is None:
-            slot = self._cold_slot(key)
         if slot is None:
             self.counts.append(count)  # raises (OverflowError, TypeError) before the key is added
             self.slots[key] = len(self.keys_by_slot)
@@ -268,7 +146,7 @@ class CountState(MutableMapping[Any, int]):
         return len(self.keys_by_slot)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.slots or self._cold_slot(key) is not None
+        return key in self.slots
 
     def __repr__(self) -> str:
         return f"CountState({dict(self.items())!r})"
