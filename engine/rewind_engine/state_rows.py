@@ -10,8 +10,9 @@ in its operator state.
 And back (`keyed_blocks`, for `rewind state write --replace` and `rewind state
 bootstrap`): rows of that same shape, for the kinds in `WRITABLE_KINDS`, become
 {key group: block} in the layout the operators' `restore` reads, each key in the key
-group of the engine's own function (`keys.key_group_of`). Every row is checked first; a
-malformed one is an error naming where it came from and what is wrong.
+group of the engine's own function (`keys.KeyGrouper`, which is `keys.key_group_of`).
+Every row is checked first; a malformed one is an error naming where it came from and
+what is wrong.
 
 What must stay true: only the reader's public API is used (no file layout here); keys
 come back as the flow saw them (tuples, not msgpack's arrays); `keyed_blocks(rows(...))`
@@ -24,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .keys import decode_key, key_bytes, key_group_of
+import msgpack
+
+from .keys import KeyGrouper, decode_key, key_bytes
 from .snapshots import SnapshotReader, codec
 from .state_files import as_json
 
@@ -187,7 +190,9 @@ def keyed_blocks(
         if len(problems) < MAX_PROBLEMS:
             problems.append(f"{where}: {what}")
 
-    builder = _AggregateBlocks(count) if kind == "aggregate" else _ProcessBlocks()
+    grouper = KeyGrouper(max_parallelism)
+    packer = codec.new_packer()
+    builder = _AggregateBlocks(packer, count) if kind == "aggregate" else _ProcessBlocks(packer)
     fields = AGGREGATE_FIELDS if kind == "aggregate" else PROCESS_FIELDS
     for where, row in rows:
         try:
@@ -199,10 +204,14 @@ def keyed_blocks(
                 )
             if "key" not in row:
                 raise RowsError("no 'key'")
-            key = _key(row["key"], "key")
+            key = decode_key(row["key"])
+            try:
+                kg = grouper(key)  # raises TypeError for what cannot be a key
+            except TypeError:
+                raise RowsError(f"key {row['key']!r} is not a valid key: {_KEYS}") from None
             if "value" not in row:
                 raise RowsError("no 'value'")
-            builder.add(key_group_of(key, max_parallelism), key, row, where)
+            builder.add(kg, key, row, where)
         except RowsError as exc:
             problem(where, str(exc))
     if problems:
@@ -213,6 +222,9 @@ def keyed_blocks(
     return builder.blocks
 
 
+_KEYS = "keys are str, int, float, bool, null or arrays of those"
+
+
 def _key(value: Any, what: str) -> Any:
     """A key from a row (arrays back to tuples), checked to be one the engine hashes."""
     key = decode_key(value)
@@ -220,17 +232,17 @@ def _key(value: Any, what: str) -> Any:
         key_bytes(key)
         hash(key)
     except TypeError:
-        raise RowsError(
-            f"{what} {value!r} is not a valid key: keys are str, int, float, bool, null or"
-            " arrays of those"
-        ) from None
+        raise RowsError(f"{what} {value!r} is not a valid key: {_KEYS}") from None
     return key
 
 
-def _storable(value: Any, what: str) -> Any:
+def _storable(value: Any, what: str, packer: msgpack.Packer) -> Any:
+    """`value`, checked to be state data the snapshot codec writes (an int of 65 bits
+    is not)."""
     try:
-        codec.encode(value)
+        codec.encode(value, packer)
     except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()  # a failed pack may leave bytes behind
         raise RowsError(f"{what} {value!r} cannot be stored: {exc}") from None
     return value
 
@@ -242,7 +254,8 @@ def _is_int(value: Any) -> bool:
 class _AggregateBlocks:
     """Key groups' `Columns` (keys, values) of an aggregation, as AggregateOp restores."""
 
-    def __init__(self, count: bool) -> None:
+    def __init__(self, packer: msgpack.Packer, count: bool) -> None:
+        self.packer = packer
         self.count = count
         self.seen: dict[Any, str] = {}
         self.keys: dict[int, list[Any]] = {}
@@ -252,7 +265,7 @@ class _AggregateBlocks:
         value = row["value"]
         if self.count and not (_is_int(value) and -(2**63) <= value < 2**63):
             raise RowsError(f"the value of a count must be an integer (64 bits), got {value!r}")
-        _storable(value, "value")
+        _storable(value, "value", self.packer)
         if key in self.seen:
             raise RowsError(f"key {key!r} is given twice (first at {self.seen[key]})")
         self.seen[key] = where
@@ -268,7 +281,8 @@ class _ProcessBlocks:
     """Key groups' blocks of a KeyedProcess ({"v", "l", "m", "et", "pt"}, the layout of
     state.group_capture), as ProcessOp restores them."""
 
-    def __init__(self) -> None:
+    def __init__(self, packer: msgpack.Packer) -> None:
+        self.packer = packer
         self.seen: dict[tuple[Any, ...], str] = {}
         self.out: dict[int, dict[str, Any]] = {}
 
@@ -293,7 +307,7 @@ class _ProcessBlocks:
                 raise RowsError(f"a list state's value must be an array, got {value!r}")
             if kind == "map":
                 value = _map_items(value)
-            _storable(value, "value")
+            _storable(value, "value", self.packer)
             identity = (kind, name, key)
             entry = [key, value]
         else:
