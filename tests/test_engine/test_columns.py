@@ -5,6 +5,8 @@ of msgpack's ext header, and a malformed column is a clear error, never a wrong 
 
 from __future__ import annotations
 
+import gc
+
 import msgpack
 import numpy as np
 import pytest
@@ -48,3 +50,18 @@ def test_a_malformed_column_is_a_clear_error(ext: msgpack.ExtType, message: str)
 def test_other_arrays_are_refused_when_writing() -> None:
     with pytest.raises(TypeError, match="not a 1-D int32 array"):
         codec.encode_columns(codec.Columns(np.arange(3, dtype=np.int32), [1, 2, 3]))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_decoding_a_tuple_column_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    block = codec.encode_columns(codec.Columns(TupleColumn((np.arange(3), ["a"] * 3)), [1] * 3))
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert codec.decode(block)["keys"] == [(0, "a"), (1, "a"), (2, "a")]
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValueError, match="fields of one length"):  # also when it fails
+            codec.decode(msgpack.packb({"keys": msgpack.ExtType(6, msgpack.packb([[1], []]))}))
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
