@@ -181,6 +181,8 @@ def keyed_blocks(
     """{key group: block} of the (where, row) pairs, rows shaped as `rows` gives them for
     a step of `kind` (aggregate or process). `count`: the step is a count, whose values
     must be integers. Raises RowsError listing the malformed rows, before any is used."""
+    if kind not in WRITABLE_KINDS:
+        raise RowsError(f"rows cannot describe {kind} state (only {', '.join(WRITABLE_KINDS)})")
     problems: list[str] = []
     total = 0
 
@@ -215,9 +217,9 @@ def keyed_blocks(
         except RowsError as exc:
             problem(where, str(exc))
     if problems:
-        more = f" (and {total - len(problems)} more)" if total > len(problems) else ""
+        first = f" (the first {len(problems)})" if total > len(problems) else ""
         raise RowsError(
-            f"{total} malformed row(s){more}, nothing written:\n  " + "\n  ".join(problems)
+            f"{total} malformed row(s), nothing written{first}:\n  " + "\n  ".join(problems)
         )
     return builder.blocks
 

@@ -164,3 +164,14 @@ def test_without_pyarrow_parquet_says_what_to_install(
     with pytest.raises(state_files.StateFileError, match=r"install rewind\[parquet\]"):
         list(state_files.read_rows(str(tmp_path / "x.parquet")))
     assert json.dumps(state_files.as_json({"k": b"\x01"})) == '{"k": "01"}'
+
+
+def test_many_malformed_rows_are_counted_and_the_first_listed() -> None:
+    rows = [(f"f line {n}", {"key": f"k{n}"}) for n in range(1, 26)]
+    with pytest.raises(state_rows.RowsError) as caught:
+        state_rows.keyed_blocks("aggregate", rows, 128)
+    first, *lines = str(caught.value).splitlines()
+    assert first == "25 malformed row(s), nothing written (the first 10):"
+    assert lines == [f"  f line {n}: no 'value'" for n in range(1, 11)]
+    with pytest.raises(state_rows.RowsError, match="rows cannot describe window state"):
+        state_rows.keyed_blocks("window", [], 128)
