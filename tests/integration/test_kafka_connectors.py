@@ -248,8 +248,12 @@ def test_unreachable_broker_is_a_clear_error() -> None:
 # -- sink ---------------------------------------------------------------------------
 
 
-def sink_ctx(subtask: int = 0, parallelism: int = 1, job: str = "job-1") -> SinkContext:
-    return SinkContext("counts", subtask, parallelism, job, uuid.uuid4().hex[:6])
+def sink_ctx(
+    subtask: int = 0, parallelism: int = 1, job: str = "job-1", app: str = "shop/counts"
+) -> SinkContext:
+    """A writer's context as the runtime makes it: the app's identity is always set (the
+    flow's name when no --app is given), and a restart of one app may have a new job id."""
+    return SinkContext("counts", subtask, parallelism, job, uuid.uuid4().hex[:6], app)
 
 
 def test_exactly_once_commit_and_restore_never_lose_or_double(
@@ -303,6 +307,32 @@ def test_exactly_once_epochs_of_failed_checkpoints_roll_forward(
     writer.close()  # crash before commit(3): restore from 3 commits only 3
     sink.open(sink_ctx(), [c3]).close()
     assert sorted(v for _k, v in read_committed(kafka_bootstrap, out, 3)) == [b"1", b"2", b"3"]
+
+
+def test_restored_output_goes_to_the_topic_its_writer_had(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    # v2 of the app writes to another topic; output pending in v1's last snapshot is
+    # v1's and goes where v1 wrote, once, with v1's marker (and so is not doubled by a
+    # second restore of the same snapshot). A committable from before the topic was
+    # recorded goes to the sink's topic, as it always did.
+    old, new = topic_factory(1), topic_factory(1)
+    v1 = KafkaSink(old, bootstrap_servers=kafka_bootstrap, value_format="utf-8")
+    writer = v1.open(sink_ctx(), [])
+    assert isinstance(writer, ExactlyOnceWriter)
+    writer.write(["pending"])
+    pending = writer.pre_commit(1)
+    writer.close()  # crash before commit(1)
+    assert pending["topic"] == old
+    v2 = KafkaSink(new, bootstrap_servers=kafka_bootstrap, value_format="utf-8")
+    v2.open(sink_ctx(), [pending]).close()
+    v2.open(sink_ctx(), [pending]).close()  # a second restore of the same snapshot
+    assert [v for _k, v in read_committed(kafka_bootstrap, old, 1)] == [b"pending"]
+    assert read_committed(kafka_bootstrap, new, 0) == []
+
+    legacy = {k: v for k, v in pending.items() if k != "topic"} | {"token": "legacy"}
+    v2.open(sink_ctx(), [legacy]).close()
+    assert [v for _k, v in read_committed(kafka_bootstrap, new, 1)] == [b"pending"]
 
 
 def test_rescaled_restore_commits_every_old_writer_once(

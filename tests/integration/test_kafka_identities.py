@@ -11,6 +11,7 @@ on it is one of these apps'.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -113,3 +114,52 @@ def test_two_apps_keep_apart_and_a_restart_reuses_its_ids(
     assert again.restored_from is not None and f"/{jobs[0].job_id}/" in again.restored_from
     assert groups(bs) == first
     assert_exactly_once(read_committed_json(bs, "counts-a", 3000), expected + more)
+
+
+def test_a_fork_from_a_running_apps_savepoint_leaves_that_apps_output_and_ids_alone(
+    broker: Broker,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    # App a has no periodic checkpoints: all of its output so far is pending in the
+    # savepoint. The fork restores that savepoint while a runs on. It must neither write
+    # a's pending output (into its own topic) nor take over a's transactional id, which
+    # would fence a at its next commit.
+    broker.start()
+    broker.wait_ready()
+    bs = broker.bootstrap
+    make_topics(bs, (EVENTS, 2), ("counts-a", 2), ("counts-fork", 2))
+    before = produce_events(bs, EVENTS, 2000, 10)
+    quiet = SnapshotSettings(location=f"file://{tmp_path}/snapshots", checkpoint_interval_s=0)
+    original = Job(count_flow(bs, EVENTS, "counts-a"), Settings(app="shop/a", snapshots=quiet))
+    fork_settings = app_settings(tmp_path, "shop/fork")
+
+    async def savepoint(job: Job, run: asyncio.Task[str]) -> str:
+        request = job.trigger_savepoint()
+        await until(lambda: request.status != "IN_PROGRESS", run)
+        assert request.status == "COMPLETED", request.error
+        return request.target
+
+    async def scenario() -> Counter[str]:
+        run = asyncio.create_task(original.run())
+        await until(partial(read_all, original, 2000), run)
+        first = await savepoint(original, run)
+        after = await asyncio.to_thread(produce_events, bs, EVENTS, 1000, 10)
+        fork_settings.snapshots.restore = first
+        fork = Job(count_flow(bs, EVENTS, "counts-fork"), fork_settings)
+        forked = asyncio.create_task(fork.run())
+        await until(partial(read_all, fork, 3000), forked)
+        await until(partial(checkpoint_after, fork, checkpoint_of(fork) + 1), forked)
+        await until(partial(read_all, original, 3000), run)
+        second = await savepoint(original, run)  # a commits after the fork opened
+        for job, task in ((original, run), (fork, forked)):
+            job.cancel()
+            assert await task == "CANCELED", job.error
+        assert second != first
+        return after
+
+    after = asyncio.run(scenario())
+    assert_exactly_once(read_committed_json(bs, "counts-a", 3000), before + after)
+    fork_out = read_committed_json(bs, "counts-fork", 1000)
+    seen = Counter((o["post"], o["count"]) for o in fork_out)
+    # The fork's own output only: counts on from the savepoint's (200 per post), once.
+    assert seen == Counter({(p, before[p] + i): 1 for p in after for i in range(1, after[p] + 1)})

@@ -26,9 +26,12 @@ The exactly-once protocol, step by step:
 2. Fencing. Before a producer with transactional.id X is used, `init_transactions()`
    fences every older producer with id X and aborts (or finishes) its in-flight
    transaction, so from then on X's state on the brokers is settled; only then is X's
-   marker read (with `require_stable`).
-3. Restored committables. Each one names its owner W', token t' and epochs
-   [(checkpoint id, records), ...]. In `open`, per owner, a short-lived producer with
+   marker read (stable offsets only: read_committed).
+3. Restored committables. Each one names its owner W', token t', the topic W' wrote
+   to (where its marker is) and epochs [(checkpoint id, records), ...]. An owner of
+   another app (W' without this app's prefix: the original of a fork) is left alone:
+   its output is its app's, and fencing W' would stop that app. In `open`, per owner
+   of this app, a short-lived producer with
    transactional.id W' fences W''s zombies (step 2), and every epoch whose checkpoint
    id is above marker[t'] is produced in one transaction together with the new marker;
    epochs at or below it were committed before and are skipped. This happens before any
@@ -79,21 +82,18 @@ from typing import Any, Literal
 
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from ..base import Sink, SinkContext, SinkWriter
 from .committer import Committer
 from .config import (
     ConfigValue,
     KafkaUnavailableError,
-    admin_config,
     bootstrap_servers,
     consumer_config,
     is_retriable,
@@ -168,15 +168,19 @@ class KafkaSink(Sink):
         self.transaction_timeout_s = transaction_timeout_s
         self.commit_timeout_s = commit_timeout_s
 
+    def prefix(self, ctx: SinkContext) -> str:
+        """What every writer id of this app's sinks starts with (step 1)."""
+        return self.transactional_id_prefix or f"rewind-{ctx.app or ctx.job_id}"
+
     def writer_id(self, ctx: SinkContext, subtask: int | None = None) -> str:
-        prefix = self.transactional_id_prefix or f"rewind-{ctx.app or ctx.job_id}"
-        return f"{prefix}.{ctx.step_uid}.{ctx.subtask if subtask is None else subtask}"
+        subtask = ctx.subtask if subtask is None else subtask
+        return f"{self.prefix(ctx)}.{ctx.step_uid}.{subtask}"
 
     def open(self, ctx: SinkContext, restored: list[Any]) -> SinkWriter:
         servers = bootstrap_servers(self.servers)
         if self.delivery == "at-least-once":
             # Committables of an earlier exactly-once run of this step still count.
-            commit_restored(self, servers, restored)
+            commit_restored(self, servers, restored, self.prefix(ctx))
             return AtLeastOnceWriter(self, servers)
         return ExactlyOnceWriter(self, ctx, servers, restored)
 
@@ -355,13 +359,48 @@ class _Marker:
         return json.dumps({"v": 1, "t": self.tokens}, separators=(",", ":"))
 
 
+def read_marker(sink: KafkaSink, servers: str, writer_id: str, topic: str) -> _Marker:
+    """Writer `writer_id`'s commit marker: group `writer_id`'s committed offset metadata
+    on partition 0 of `topic` (step 6). Reading it fences nobody.
+
+    A consumer of that group reads it (`committed`, which never joins the group), not
+    the admin client: librdkafka 2.x's admin client crashes the process when the
+    broker answers an offset fetch with a retriable error (e.g. an offset that a
+    transaction of the writer, still open, may change). The consumer, isolation
+    read_committed, asks for stable offsets and retries such answers itself."""
+    consumer = Consumer(consumer_config(servers, writer_id, sink.config))
+
+    def ask() -> str | None:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        metadata: str | None = tp.metadata
+        return metadata
+
+    try:
+        metadata = with_retries(
+            f"reading the commit marker of {writer_id}",
+            servers,
+            ask,
+            deadline_s=sink.commit_timeout_s,
+        )
+    finally:
+        consumer.close()
+    return _Marker.parse(metadata)
+
+
 class _TxnProducer:
     """A transactional producer for one writer id, with its marker and group metadata."""
 
-    def __init__(self, sink: KafkaSink, servers: str, writer_id: str) -> None:
+    def __init__(
+        self, sink: KafkaSink, servers: str, writer_id: str, topic: str | None = None
+    ) -> None:
         self.sink = sink
         self.servers = servers
         self.writer_id = writer_id
+        self.topic = topic or sink.topic
+        """The marker's topic, and where records without a topic of their own go: the
+        sink's, or for restored output the topic its writer had (the committable's)."""
         conf = producer_config(servers, sink.config)
         conf["transactional.id"] = writer_id
         conf["transaction.timeout.ms"] = int(sink.transaction_timeout_s * 1000)
@@ -369,7 +408,7 @@ class _TxnProducer:
         # send_offsets_to_transaction needs the group's metadata; a consumer that never
         # joins the group gives the "simple group" metadata the coordinator accepts.
         self.group_consumer = Consumer(consumer_config(servers, writer_id, sink.config))
-        self.marker_tp = TopicPartition(sink.topic, 0)
+        self.marker_tp = TopicPartition(self.topic, 0)
         deadline = sink.commit_timeout_s
         # Step 2: fence older producers with this id and settle their transaction.
         with_retries(
@@ -378,31 +417,8 @@ class _TxnProducer:
             lambda: self.producer.init_transactions(30),
             deadline_s=deadline,
         )
-        self.marker = self._read_marker()
+        self.marker = read_marker(sink, servers, writer_id, self.topic)
         self.dirty = False  # a transaction may be open on the producer
-
-    def _read_marker(self) -> _Marker:
-        admin = AdminClient(admin_config(self.servers, self.sink.config))
-        request = [ConsumerGroupTopicPartitions(self.writer_id, [self.marker_tp])]
-
-        def ask() -> str | None:
-            futures = admin.list_consumer_group_offsets(
-                request, require_stable=True, request_timeout=30
-            )
-            result = futures[self.writer_id].result()
-            tp = result.topic_partitions[0]
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-            metadata: str | None = tp.metadata
-            return metadata
-
-        metadata = with_retries(
-            f"reading the commit marker of {self.writer_id}",
-            self.servers,
-            ask,
-            deadline_s=self.sink.commit_timeout_s,
-        )
-        return _Marker.parse(metadata)
 
     def commit_epochs(self, token: str, epochs: list[list[Any]]) -> None:
         """Steps 6 and 7: produce epochs + marker in one transaction, retrying as needed."""
@@ -439,7 +455,7 @@ class _TxnProducer:
                     producer.begin_transaction()
                     self.dirty = True
                     for _checkpoint_id, records in epochs:
-                        _produce_all(producer, self.sink.topic, records)
+                        _produce_all(producer, self.topic, records)
                     phase = "offsets"
                 if phase == "offsets":
                     producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_S)
@@ -479,27 +495,39 @@ class _TxnProducer:
         self.producer.flush(5)
 
 
-def commit_restored(sink: KafkaSink, servers: str, restored: list[Any]) -> None:
+def commit_restored(sink: KafkaSink, servers: str, restored: list[Any], prefix: str) -> None:
     """Step 3: commit what restored committables hold and their owners have not committed.
+
+    Only this app's output is written: an owner whose id does not start with `prefix`
+    (this app's, step 1) is another app's writer, e.g. the original of a fork restored
+    from its savepoint. Its output is that app's own, to its own topic, and that app's
+    own restore writes what it had not committed; taking over its transactional id would
+    fence it while it runs. So a foreign owner's marker is only read, to say in the log
+    whether something of it was left uncommitted.
 
     Committables are grouped by owner, so one owner's id is used by one producer at a
     time (two producers with one transactional.id would fence each other). The runtime
     opens writers one after another, and no writer's own producer exists yet (it is made
     at its first commit), so these short-lived producers never fence a live one.
     """
-    by_owner: dict[str, dict[str, dict[int, list[Encoded]]]] = {}
+    by_owner: dict[tuple[str, str], dict[str, dict[int, list[Encoded]]]] = {}
     for committable in restored:
         if committable is None:
             continue
         if not isinstance(committable, dict) or committable.get("v") != COMMITTABLE_VERSION:
             raise ValueError(f"not a Kafka sink committable: {committable!r:.200}")
-        tokens = by_owner.setdefault(str(committable["writer"]), {})
+        # Committables written before "topic" was recorded went to the sink's topic.
+        writer = (str(committable["writer"]), str(committable.get("topic") or sink.topic))
+        tokens = by_owner.setdefault(writer, {})
         epochs = tokens.setdefault(str(committable["token"]), {})
         for cid, records in committable["epochs"]:
             # The same epoch can sit in several pending committables of one writer.
             epochs[int(cid)] = records
-    for owner, tokens in by_owner.items():
-        txn = _TxnProducer(sink, servers, owner)
+    for (owner, topic), tokens in by_owner.items():
+        if not owner.startswith(prefix + "."):
+            _report_foreign(sink, servers, owner, topic, tokens)
+            continue
+        txn = _TxnProducer(sink, servers, owner, topic)
         try:
             for token, epochs in tokens.items():
                 ordered = [[cid, epochs[cid]] for cid in sorted(epochs)]
@@ -524,6 +552,37 @@ def commit_restored(sink: KafkaSink, servers: str, restored: list[Any]) -> None:
             txn.close()
 
 
+def _report_foreign(
+    sink: KafkaSink,
+    servers: str,
+    owner: str,
+    topic: str,
+    tokens: dict[str, dict[int, list[Encoded]]],
+) -> None:
+    """Step 3 for another app's writer: nothing is written, the log says what was left."""
+    marker = read_marker(sink, servers, owner, topic)
+    for token, epochs in tokens.items():
+        left = [cid for cid in sorted(epochs) if cid > marker.committed(token)]
+        if left:
+            log.warning(
+                "the snapshot holds output of %s (run %s, to topic %s) that its app had not"
+                " committed when this job started (checkpoints %s); it belongs to that app,"
+                " which commits it itself (or its own restore from this snapshot does):"
+                " not written by this one",
+                owner,
+                token,
+                topic,
+                left,
+            )
+        else:
+            log.info(
+                "restored Kafka sink output of %s (run %s) is another app's and was"
+                " committed by it; nothing to write",
+                owner,
+                token,
+            )
+
+
 class ExactlyOnceWriter(SinkWriter):
     """Buffers each checkpoint's output and produces it in a transaction on commit.
 
@@ -541,7 +600,7 @@ class ExactlyOnceWriter(SinkWriter):
         self.token = secrets.token_hex(6)
         self.current: list[Encoded] = []
         self.pending: list[list[Any]] = []  # [[checkpoint id, records], ...], oldest first
-        commit_restored(sink, servers, restored)
+        commit_restored(sink, servers, restored, sink.prefix(ctx))
         # Made at the first commit: see commit_restored for why not here.
         self.txn: _TxnProducer | None = None
         self.committer = Committer(
@@ -567,6 +626,7 @@ class ExactlyOnceWriter(SinkWriter):
         return {
             "v": COMMITTABLE_VERSION,
             "writer": self.writer_id,
+            "topic": self.sink.topic,
             "token": self.token,
             "epochs": [[cid, records] for cid, records in self.pending],
         }
