@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import random
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +80,25 @@ def ready(st: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
 
 
-def wait_running(namespace: str, cluster: ClusterEnv, image: str, workers: int) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        st = app_status(namespace, cluster)
-        job = st.get("job") or {}
-        if (
-            st.get("phase") == "Running"
-            and st.get("image") == image
-            and not st.get("operation")
-            and ready(st)
-            and st.get("workers") == f"{workers}/{workers}"
-            and len(job.get("workers") or []) == workers
-            and job.get("recordsIn", 0) > 0
-        ):
-            return st
-        return None
+def running(namespace: str, cluster: ClusterEnv, image: str, workers: int) -> dict[str, Any] | None:
+    """pa's status if it runs `image` on `workers` ready workers that read records."""
+    st = app_status(namespace, cluster)
+    job = st.get("job") or {}
+    if (
+        st.get("phase") == "Running"
+        and st.get("image") == image
+        and not st.get("operation")
+        and ready(st)
+        and st.get("workers") == f"{workers}/{workers}"
+        and len(job.get("workers") or []) == workers
+        and job.get("recordsIn", 0) > 0
+    ):
+        return st
+    return None
 
+
+def wait_running(namespace: str, cluster: ClusterEnv, image: str, workers: int) -> dict[str, Any]:
+    check = partial(running, namespace, cluster, image, workers)
     return wait_until(f"pa running {image} at {workers} workers", check)
 
 
@@ -188,3 +197,121 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
     assert consumed > at_upgrade > 0, "v2 went on reading after the savepoint"
     check_counts(out, final["status"]["sources"])
     assert list((out / "organic_paid").glob("*.jsonl")), "v2's new step wrote output"
+
+
+def worker_processes(namespace: str, pod: str) -> list[int]:
+    """The pids of pod `pod`'s container (the process kubelet runs it as local
+    processes, which carry the pod's name and namespace in their environment)."""
+    wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= env:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_three_workers_with_a_random_worker_killed_three_times_count_exactly(
+    cluster: ClusterEnv,
+    operator: OperatorProcess,
+    namespace: str,
+    s3_bucket: str,
+    kafka_secret: str,
+    tmp_path: Path,
+) -> None:
+    # Each SIGKILL takes one worker down; the others stop hearing it and exit, every pod
+    # restarts and the job restores its last completed global checkpoint (a full
+    # restart). Whatever the timing, the committed counts must be exact at the end.
+    out = tmp_path / "out"
+    location = f"s3://{s3_bucket}/pa"
+    body = {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "StreamApp",
+        "metadata": {"name": "pa"},
+        "spec": {
+            "image": V1,
+            "flow": "flow.py",
+            "workers": 3,
+            "parallelism": 3,
+            "maxParallelism": 128,
+            "exchange": {"credentialsSecret": kafka_secret},
+            "env": [
+                {"name": "REWIND_OUT", "value": str(out)},
+                {"name": "REWIND_RATE", "value": "300"},
+            ],
+            "snapshots": {
+                "location": location,
+                "credentialsSecret": "s3-creds",
+                "checkpointInterval": "1s",
+                "savepointTimeout": "60s",
+            },
+        },
+    }
+    assert apply(namespace, body, cluster).returncode == 0
+    st = wait_running(namespace, cluster, V1, 3)
+    rng = random.Random(int(time.time()))
+    killed = []
+    for _ in range(3):
+        # A checkpoint of this run first, so that each restore starts from a checkpoint
+        # taken after the previous restart: three different restores.
+        run = st["job"].get("restoredFrom")
+        newer = partial(checkpoint_since, st["job"].get("lastCheckpoint"), namespace, cluster)
+        wait_until("a checkpoint of this run", newer)
+        victim = rng.randrange(3)
+        pids = worker_processes(namespace, f"pa-engine-{victim}")
+        assert pids, f"no process of pa-engine-{victim}"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed.append(victim)
+        st = wait_until(
+            f"pa running again after killing worker {victim}",
+            partial(restored_again, run, namespace, cluster),
+        )
+    restarts = sum(
+        int(c.get("restartCount") or 0)
+        for p in items("pods", namespace, cluster)
+        for c in p["status"].get("containerStatuses") or []
+    )
+    assert restarts >= 3, f"killed workers {killed}, but the pods restarted {restarts} times"
+
+    body["spec"]["state"] = "suspended"
+    assert apply(namespace, body, cluster).returncode == 0
+    wait_until("pa suspended", lambda: app_status(namespace, cluster).get("phase") == "Suspended")
+    [final] = [
+        s
+        for s in items("sp", namespace, cluster)
+        if s["spec"]["reason"] == "suspend" and s["status"].get("phase") == "Completed"
+    ]
+    check_counts(out, final["status"]["sources"])
+    # The savepoint's own state agrees with the sink: the same count for every key.
+    read = subprocess.run(
+        [sys.executable, "-m", "rewind_operator.cli", "state", "read", final["status"]["path"],
+         "--uid", "views-and-clicks"],
+        capture_output=True, text=True, check=False, env=cluster.env(),
+    )  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    state = {tuple(row["key"]): row["value"] for row in map(json.loads, read.stdout.splitlines())}
+    emitted: dict[tuple[int, str], int] = {}
+    for part in sorted((out / "counts").glob("*.jsonl")):
+        for line in part.read_text().splitlines():
+            row = json.loads(line)
+            key = (row["post_id"], row["kind"])
+            emitted[key] = max(emitted.get(key, 0), row["count"])
+    assert state == emitted
+
+
+def checkpoint_since(last: str | None, namespace: str, cluster: ClusterEnv) -> bool:
+    """The job reports a newest checkpoint other than `last`."""
+    now = (app_status(namespace, cluster).get("job") or {}).get("lastCheckpoint")
+    return now is not None and now != last
+
+
+def restored_again(run: str | None, namespace: str, cluster: ClusterEnv) -> dict[str, Any] | None:
+    """The status, once every worker runs a job restored from something else than `run`."""
+    st = running(namespace, cluster, V1, 3)
+    return st if st and st["job"].get("restoredFrom") not in (None, run) else None
