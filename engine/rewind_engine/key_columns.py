@@ -236,6 +236,10 @@ class IntKeys(KeyColumn):
         self._values.append(column)
         return True
 
+    def extend_ints(self, keys: Int64s) -> None:
+        """Append keys that are an int64 array already (copied)."""
+        self._values.append(keys)
+
     def gather(self, order: npt.NDArray[np.intp]) -> Column:
         return self.values[order]
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 from rewind_engine.dataflow import AggregateSpec
 from rewind_engine.keys import KeyGrouper, key_group_of, key_group_range
+from rewind_engine.runtime.aggregate_state import AggregateCapture, KeyIndex, columns_by_key_group
 from rewind_engine.runtime.elements import Batch
 from rewind_engine.runtime.operators import AggregateOp
 from rewind_engine.snapshots import SnapshotMeta, SnapshotReader, SnapshotWriter
@@ -253,3 +255,21 @@ def test_a_large_count_restores_exactly_counts_on_and_snapshots_again(
     one = restore((tmp_path / "b").as_uri(), 0, 1)
     assert one.state == expected
     assert all(type(k) is type(key(0)) and type(v) is int for k, v in one.state.items())
+
+
+def test_a_key_index_takes_restored_int_keys_as_an_array() -> None:
+    keys = list(INT_KEYS)
+    groups = np.array([key_group_of(k, MAXP) for k in keys], np.int32)
+    from_array, from_list = KeyIndex(), KeyIndex()
+    from_array.learn(keys, len(keys), groups=groups, ints=np.array(keys, np.int64))
+    from_list.learn(keys, len(keys), groups=groups)
+    assert from_array.column_size == len(keys) and from_list.column_size == 0
+    capture = AggregateCapture(keys, len(keys), np.arange(len(keys), dtype=np.int64))
+    a = columns_by_key_group(capture, from_array, NoLookups(MAXP))
+    b = columns_by_key_group(capture, from_list, NoLookups(MAXP))
+    assert a.keys() == b.keys()
+    for kg, columns in a.items():
+        assert np.array_equal(columns.keys, b[kg].keys)  # type: ignore[arg-type]
+        assert np.array_equal(columns.values, b[kg].values)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="an int64 column of 2"):
+        KeyIndex().learn(keys, len(keys), groups=groups, ints=np.array([1, 2], np.int64))

@@ -65,3 +65,22 @@ def test_decoding_a_tuple_column_leaves_the_garbage_collector_as_it_was(enabled:
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_a_reader_may_take_int_and_float_columns_as_arrays() -> None:
+    ints = np.arange(1000, dtype=np.int64) * 7919 - 2**40
+    floats = np.arange(1000, dtype=np.float64) / 3
+    keys = TupleColumn((ints, ["a"] * 1000))
+    for values in (ints.astype(">i8"), floats):  # written big-endian or not: read native
+        block = codec.encode_columns(codec.Columns(ints, values))
+        decoded = codec.decode(block, arrays=True)
+        assert isinstance(decoded["keys"], np.ndarray) and decoded["keys"].dtype == np.int64
+        assert decoded["keys"].dtype.isnative and decoded["values"].dtype.isnative
+        assert decoded["keys"].tolist() == ints.tolist()
+        assert decoded["values"].tolist() == values.tolist()
+        assert codec.decode(block) == {k: v.tolist() for k, v in decoded.items()}
+    # Tuple columns (and everything that is not an int64 / float64 column) are unchanged.
+    block = codec.encode_columns(codec.Columns(keys, [1.5] * 1000))
+    assert codec.decode(block, arrays=True) == codec.decode(block)
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        codec.decode(msgpack.packb(msgpack.ExtType(4, b"\x00" * 12)), arrays=True)

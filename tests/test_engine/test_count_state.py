@@ -9,6 +9,7 @@ import random
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 from rewind_engine.runtime.count_state import CountState
 
@@ -83,3 +84,15 @@ def test_keys_are_never_removed_and_counts_fit_int64() -> None:
     with pytest.raises(OverflowError):
         state["b"] = 2**63
     assert state == {"a": 1}
+
+
+def test_load_takes_a_count_column_as_an_int64_array() -> None:
+    state = CountState()
+    state.load([5, "a"], np.array([2**62, 3], np.int64))
+    assert state == {5: 2**62, "a": 3} and all(type(v) is int for v in state.values())
+    state.load(["a", "b"], np.array([1, 1], np.int64))  # "a" is known: added up
+    assert state == {5: 2**62, "a": 4, "b": 1}
+    assert all(type(v) is int for v in state.values())
+    with pytest.raises(ValueError, match="a count must be an integer, got float64"):
+        state.load(["c"], np.array([1.0]))
+    assert state == {5: 2**62, "a": 4, "b": 1}

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from ..key_columns import (
     Int64s,
+    IntKeys,
     KeyColumn,
     ObjectKeys,
     key_column_for,
@@ -98,13 +99,22 @@ class KeyIndex:
         size: int,
         grouper: KeyGrouper | None = None,
         groups: npt.NDArray[np.integer[Any]] | None = None,
+        ints: Int64s | None = None,
     ) -> None:
         """Learn `keys[self.size:size]`, the keys appended since the known ones. Their key
         groups are `groups` if known (a restore: the column is left to `build_column`),
-        else computed (`grouper` required), in bulk from the column where it can."""
+        else computed (`grouper` required), in bulk from the column where it can.
+        `ints`: the same keys as an int64 array (a restore's int64 key column), which
+        becomes the column at once (one copy, no pass over the Python ints)."""
         new = keys[self.size : size]
         if not new:
             return
+        if ints is not None and self.column_size == self.size and self.column is None:
+            if len(ints) != len(new):
+                raise ValueError(f"{len(new)} keys but an int64 column of {len(ints)}")
+            column = IntKeys()
+            column.extend_ints(ints)
+            self.column, self.column_size = column, size
         if groups is None:
             if grouper is None:
                 raise ValueError("the key groups of new keys need a grouper")

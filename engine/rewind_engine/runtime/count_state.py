@@ -97,22 +97,28 @@ class CountState(MutableMapping[Any, int]):
         n = len(self.keys_by_slot)
         return self.keys_by_slot, n, np.frombuffer(self.counts[:n], np.int64)
 
-    def load(self, keys: list[Any], counts: list[Any], *, checked: bool = False) -> None:
+    def load(self, keys: list[Any], counts: list[Any] | Int64s, *, checked: bool = False) -> None:
         """Add restored keys with their counts; a key already present is summed.
-        `checked`: `check_counts` was called on `counts` already."""
-        if not checked:
-            check_counts(counts)
+        `counts`: ints, or an int64 array (a snapshot's count column, taken as it is);
+        `checked`: `check_counts` was called on the list `counts` already."""
         if len(keys) != len(counts):
             raise ValueError(f"{len(keys)} keys but {len(counts)} counts")
-        try:  # one C pass into int64, whose bytes the array then copies (array.extend
-            # of a list converts item by item, ~3x slower)
-            column = np.fromiter(counts, np.int64, len(counts))
-        except OverflowError as exc:
-            raise ValueError(f"a count does not fit 64 bits: {exc}") from exc
+        if isinstance(counts, np.ndarray):
+            if counts.dtype != np.int64 or counts.ndim != 1:
+                raise ValueError(f"a count must be an integer, got {counts.dtype} array")
+            column = counts
+        else:
+            if not checked:
+                check_counts(counts)
+            try:  # one C pass into int64, whose bytes the array then copies (array.extend
+                # of a list converts item by item, ~3x slower)
+                column = np.fromiter(counts, np.int64, len(counts))
+            except OverflowError as exc:
+                raise ValueError(f"a count does not fit 64 bits: {exc}") from exc
         start, end = len(self.keys_by_slot), len(self.keys_by_slot) + len(keys)
         new = dict(zip(keys, range(start, end), strict=True))
         if len(new) != len(keys) or not new.keys().isdisjoint(self.slots.keys()):
-            for k, c in zip(keys, counts, strict=True):  # a key seen before: add up
+            for k, c in zip(keys, column.tolist(), strict=True):  # a key seen before: add up
                 self[k] = self.get(k, 0) + c
             return
         self.counts.frombytes(column.tobytes())

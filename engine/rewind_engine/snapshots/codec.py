@@ -16,7 +16,8 @@ msgpack array (keys natively by msgpack's C code, tuples as arrays: one extensio
 per tuple key cost ~3 us, more than all else together for 1 M composite keys; a key can
 never be a list, so a reader turns arrays in key position back into tuples,
 `keys.decode_key`), or, since format 3, a typed column (columns.py: ext types 4-6,
-int64, float64 and tuple columns), decoded back into a list.
+int64, float64 and tuple columns), decoded back into a list (or, for `decode(...,
+arrays=True)`, an int64 / float64 column into a numpy array).
 """
 
 from __future__ import annotations
@@ -123,6 +124,15 @@ def _ext_hook(code: int, payload: bytes) -> Any:
     return msgpack.ExtType(code, payload)  # unknown: keep it, do not guess
 
 
-def decode(data: bytes | memoryview) -> Any:
-    """The value encoded by `encode` (raises `ValueError` on malformed bytes)."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
+def _ext_hook_arrays(code: int, payload: bytes) -> Any:
+    if code in COLUMN_CODES:
+        return decode_column(code, payload, decode, arrays=True)
+    return _ext_hook(code, payload)
+
+
+def decode(data: bytes | memoryview, *, arrays: bool = False) -> Any:
+    """The value encoded by `encode` (raises `ValueError` on malformed bytes).
+    `arrays`: int64 / float64 columns come back as numpy arrays, not lists
+    (columns.decode_column); everything else is the same."""
+    hook = _ext_hook_arrays if arrays else _ext_hook
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=hook, use_list=True)

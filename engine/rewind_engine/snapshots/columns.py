@@ -9,7 +9,8 @@ writes them as arrays instead (docs/snapshot-format.md, "Values"):
                             (each an ext 4 / ext 5 column or a msgpack array of
                             scalars); tuple i is (column0[i], column1[i], ...)
 
-A reader gets lists back (of ints, floats or tuples), so a column is only an encoding:
+A reader gets lists back (of ints, floats or tuples), so a column is only an encoding
+(or, when it asks, an int64 / float64 column as a numpy array):
 what comes back equals what the writer's caller had, of the same types, as long as the
 caller built columns only from exact values (an int64 column from ints that are not
 bools; a tuple column's array positions from scalars, not from lists or tuples, which
@@ -104,15 +105,24 @@ def _ext(code: int, payload: Buffers) -> Buffers:
     return (header, *payload)
 
 
-def decode_column(code: int, payload: bytes, decode: Callable[[bytes], Any]) -> list[Any]:
-    """The values of a column extension object (`decode` decodes nested msgpack)."""
+def decode_column(
+    code: int, payload: bytes, decode: Callable[[bytes], Any], *, arrays: bool = False
+) -> list[Any] | npt.NDArray[Any]:
+    """The values of a column extension object (`decode` decodes nested msgpack, as
+    lists). `arrays`: an int64 / float64 column comes back as a numpy array (native byte
+    order; a read-only view of `payload` on little-endian machines) instead of a list:
+    for a reader that takes the column whole, without 1 M Python ints made and checked."""
     if code in _TYPECODES:
-        items = array(_TYPECODES[code])
-        if len(payload) % items.itemsize:
+        itemsize = 8
+        if len(payload) % itemsize:
             raise ValueError(
                 f"a column of ext type {code} has {len(payload)} bytes, "
-                f"not a multiple of {items.itemsize}"
+                f"not a multiple of {itemsize}"
             )
+        if arrays:
+            little = np.frombuffer(payload, "<" + _TYPECODES[code])  # "<q" / "<d"
+            return little.astype(little.dtype.newbyteorder("="), copy=False)
+        items = array(_TYPECODES[code])
         items.frombytes(payload)
         if sys.byteorder == "big":
             items.byteswap()  # columns are little-endian

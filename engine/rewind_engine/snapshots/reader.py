@@ -72,8 +72,11 @@ class SnapshotReader:
     def parallelism(self, uid: str) -> int:
         return self.manifest.steps[uid].parallelism
 
-    def keyed_state(self, uid: str, key_groups: Iterable[int]) -> Iterator[tuple[int, Any]]:
+    def keyed_state(
+        self, uid: str, key_groups: Iterable[int], *, arrays: bool = False
+    ) -> Iterator[tuple[int, Any]]:
         """(key group, state) for every wanted key group that has state, ascending.
+        `arrays`: int64 / float64 columns as numpy arrays (codec.decode).
 
         A uid without state in the snapshot (a new step) yields nothing."""
         step = self.manifest.steps.get(uid)
@@ -112,7 +115,7 @@ class SnapshotReader:
                         raise _checksum_error(
                             f"{self.uri}/{entry.file}", f"key group {group}", digest, actual
                         )
-                yield group, self._decode(entry, block, f"key group {group}")
+                yield group, self._decode(entry, block, f"key group {group}", arrays=arrays)
 
     def operator_states(self, uid: str) -> list[Any]:
         """The operator state of every subtask of `uid` at snapshot time, in subtask
@@ -166,9 +169,11 @@ class SnapshotReader:
             )
         return data
 
-    def _decode(self, entry: SubtaskFile, data: bytes | memoryview, what: str) -> Any:
+    def _decode(
+        self, entry: SubtaskFile, data: bytes | memoryview, what: str, *, arrays: bool = False
+    ) -> Any:
         try:
-            return codec.decode(data)
+            return codec.decode(data, arrays=arrays)
         except Exception as exc:
             raise CorruptSnapshotError(
                 f"cannot decode {what} in {self.uri}/{entry.file}: {exc}"
