@@ -140,12 +140,12 @@ def write_savepoint(uri: str, ops: list[AggregateOp], key_groups: int, grouper: 
 
 
 def restore_savepoint(uri: str, subtasks: int, key_groups: int) -> list[AggregateOp]:
-    ops = []
+    """As runtime/restore.py does: every subtask's reads start, then each is restored."""
+    ops = [AggregateOp(AggregateSpec(Count(), None, "batch")) for _ in range(subtasks)]
     with SnapshotReader(uri, max_parallelism=key_groups) as reader:
-        for groups in ranges(subtasks, key_groups):
-            op = AggregateOp(AggregateSpec(Count(), None, "batch"))
-            op.restore(reader.keyed_state(UID, groups), [])
-            ops.append(op)
+        keyed = [reader.keyed_state(UID, groups) for groups in ranges(subtasks, key_groups)]
+        for op, blocks in zip(ops, keyed, strict=True):
+            op.restore(blocks, [])
     return ops
 
 

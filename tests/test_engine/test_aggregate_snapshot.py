@@ -273,3 +273,18 @@ def test_a_key_index_takes_restored_int_keys_as_an_array() -> None:
         assert np.array_equal(columns.values, b[kg].values)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="an int64 column of 2"):
         KeyIndex().learn(keys, len(keys), groups=groups, ints=np.array([1, 2], np.int64))
+
+
+def test_the_reads_of_keyed_state_start_before_its_iterator_is_advanced(tmp_path: Path) -> None:
+    # restore.py asks for every subtask's iterator first, so that the downloads of the
+    # later subtasks overlap the decoding of the earlier ones.
+    state = {k: 1 for k in INT_KEYS}
+    write((tmp_path / "a").as_uri(), [count_op(state)], KeyGrouper(MAXP))
+    reads: list[str] = []
+    with SnapshotReader((tmp_path / "a").as_uri()) as reader:
+        read_whole = reader._read_whole
+        reader._read_whole = lambda entry: reads.append(entry.file) or read_whole(entry)  # type: ignore[method-assign]
+        blocks = reader.keyed_state("count", range(MAXP))
+        reader._pool.shutdown(wait=True)  # lets the submitted read finish
+        assert reads == ["data/count/subtask-0.msgpack"]
+        assert {k for _, block in blocks for k in block["keys"]} == set(INT_KEYS)

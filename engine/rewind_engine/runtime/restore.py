@@ -143,14 +143,20 @@ def restore_tasks(
                 merged.finished.update(state.get("finished", []))
                 merged.max_ts.update(state.get("max_ts", {}))
         try:
+            # Every subtask's reads start before the first is decoded: the downloads of
+            # the later subtasks overlap the decoding of the earlier ones (their bytes
+            # wait in memory meanwhile: a fraction of the state they decode into).
+            restoring: list[tuple[Task, Any]] = []
             for task in tasks:
                 if not isinstance(task, Task) or task.uid not in op_states:
                     continue
-                op = task.op
                 keyed: Any = ()
-                if op.keyed:
+                if task.op.keyed:
                     kgs = key_group_range(task.index, task.parallelism, max_parallelism)
                     keyed = reader.keyed_state(task.uid, kgs)
+                restoring.append((task, keyed))
+            for task, keyed in restoring:
+                op = task.op
                 try:
                     op.restore(keyed, op_states[task.uid])
                 except (ValueError, TypeError) as exc:  # data that this step can't hold

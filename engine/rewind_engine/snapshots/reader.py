@@ -3,7 +3,8 @@
 A restore at another parallelism asks for the key groups its new subtask owns; the
 reader fetches only the data files whose key-group range overlaps, and from each only
 the byte ranges of the wanted blocks (contiguous blocks are merged into one ranged read).
-Fetches run in parallel in a small thread pool; decoding happens in the caller's thread.
+Fetches run in parallel in a small thread pool, from the moment `keyed_state` is called;
+decoding happens in the caller's thread, as it iterates.
 
 What must stay true: every byte handed out was checked against the manifest: a whole
 file against its sha256 and size, a ranged read block by block against the block's
@@ -25,6 +26,9 @@ from .storage import Storage, open_storage
 
 READ_WORKERS = 4
 """Parallel fetches per reader: enough to overlap network latency with decoding."""
+
+_Fetch = tuple[SubtaskFile, list[tuple[int, int, int, str]], Future[bytes], int]
+"""A read under way: (file, its wanted blocks, the read, the offset where it starts)."""
 
 
 def load_manifest(storage: Storage) -> Manifest:
@@ -78,15 +82,16 @@ class SnapshotReader:
         """(key group, state) for every wanted key group that has state, ascending.
         `arrays`: int64 / float64 columns as numpy arrays (codec.decode).
 
+        The reads start when this is called, not when the iterator is first advanced:
+        a caller restoring several subtasks asks for all their iterators first, and the
+        downloads of the later ones overlap the decoding of the first (restore.py).
         A uid without state in the snapshot (a new step) yields nothing."""
         step = self.manifest.steps.get(uid)
-        if step is None:
-            return
         wanted = set(key_groups)
-        if not wanted:
-            return
+        if step is None or not wanted:
+            return iter(())
         # Start every fetch first (parallel), then decode in order as they arrive.
-        pending: list[tuple[SubtaskFile, list[tuple[int, int, int, str]], Future[bytes], int]] = []
+        pending: list[_Fetch] = []
         for entry in step.subtasks:
             start, end = entry.key_group_range
             if not any(start <= group < end for group in wanted):
@@ -104,7 +109,12 @@ class SnapshotReader:
                 length = run[-1][1] + run[-1][2] - base
                 future = self._pool.submit(self._read_range, entry, base, length)
                 pending.append((entry, run, future, base))
-        for entry, blocks, future, base in pending:
+        return self._decode_blocks(pending, arrays)
+
+    def _decode_blocks(self, pending: list[_Fetch], arrays: bool) -> Iterator[tuple[int, Any]]:
+        pending.reverse()
+        while pending:
+            entry, blocks, future, base = pending.pop()  # a decoded read is let go
             data = memoryview(future.result())
             whole_file = base == 0 and len(blocks) == len(entry.blocks)
             for group, offset, length, digest in blocks:
