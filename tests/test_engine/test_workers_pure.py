@@ -84,6 +84,54 @@ def test_the_exchange_codec_round_trips_every_element_in_order() -> None:
     assert isinstance(back[0].keys[1][0], tuple)  # a composite key stays a tuple
 
 
+def test_a_keys_only_batch_crosses_as_its_keys_once_and_comes_back_keys_only() -> None:
+    keys = [(1, "view"), (2, "click"), (1, "view")]
+    keys_only = Batch(keys, [1, 2, 3], keys)
+    records = Batch([{"k": k} for k in keys], [1, 2, 3], keys)
+    small = exchange_codec.encode("att", 0, [keys_only])
+    full = exchange_codec.encode("att", 0, [Batch(list(keys), [1, 2, 3], keys)])
+    assert len(small) < len(full)  # the keys are not sent a second time as records
+    _, _, [back] = exchange_codec.decode(small)
+    assert back == keys_only and back.records is back.keys
+    _, _, [back] = exchange_codec.decode(exchange_codec.encode("att", 0, [records]))
+    assert back == records and back.records is not back.keys
+
+
+def test_a_remote_channel_keeps_keys_only_batches_apart_from_batches_of_records() -> None:
+    out = _Out()
+    out.max_records = 100
+    ch = RemoteChannel(out, "t", 0, 0)  # type: ignore[arg-type]
+    a, b = ["a", "b"], ["c"]
+    ch.push(Batch(a, None, a))
+    ch.push(Batch(b, None, b))
+    ch.push(Batch([{"r": 1}], None, ["d"]))
+    ch.push(Barrier(1))
+    assert a == ["a", "b"]  # the caller's list was not extended
+    _, _, elements = exchange_codec.decode(out.sent[0][2])
+    assert elements == [
+        Batch(["a", "b", "c"], None, ["a", "b", "c"]),
+        Batch([{"r": 1}], None, ["d"]),
+        Barrier(1),
+    ]
+    assert elements[0].records is elements[0].keys
+    assert elements[1].records is not elements[1].keys
+
+
+def test_only_the_edge_into_a_keyed_count_without_a_value_carries_keys_only() -> None:
+    from rewind_engine import Dataflow, GeneratorSource  # noqa: PLC0415
+    from rewind_engine.runtime.graph import reads_keys_only  # noqa: PLC0415
+
+    f = Dataflow("f")
+    keyed = f.source("s", GeneratorSource(lambda n: {"k": n % 3, "v": n}, total=9)).key_by(
+        "by-k", lambda e: e["k"]
+    )
+    keyed.count("count")
+    keyed.sum("sum", lambda e: e["v"])
+    keyed.reduce("last", lambda a, e: e)
+    kinds = {s.uid: reads_keys_only(s.spec) for s in f.steps}
+    assert kinds == {"s": False, "by-k": False, "count": True, "sum": False, "last": False}
+
+
 def test_a_message_of_another_format_is_refused_with_a_clear_error() -> None:
     with pytest.raises(exchange_codec.ExchangeCodecError, match="same Rewind version"):
         exchange_codec.decode(codec.encode([99, "a", 0, []]))

@@ -296,15 +296,21 @@ class RemoteChannel:
         if not self.items and not self._recs:
             self.since = time.monotonic()
         if type(element) is Batch:
+            # Batches whose records are their keys (routing's keys_only) stay so when
+            # merged: _recs is then _keys, one list, which the codec sends once.
+            keys_only = element.keys is not None and element.records is element.keys
             if self._recs and (
                 (self._ts is None) != (element.timestamps is None)
                 or (self._keys is None) != (element.keys is None)
+                or (self._recs is self._keys) != keys_only
             ):
                 self._seal()
             if not self._recs:
                 self._ts = [] if element.timestamps is not None else None
                 self._keys = [] if element.keys is not None else None
-            self._recs.extend(element.records)
+                self._recs = self._keys if keys_only and self._keys is not None else []
+            if not keys_only:
+                self._recs.extend(element.records)
             if self._ts is not None and element.timestamps is not None:
                 self._ts.extend(element.timestamps)
             if self._keys is not None and element.keys is not None:

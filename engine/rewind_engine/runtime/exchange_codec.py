@@ -5,7 +5,7 @@ Flows through here: the elements one upstream subtask sends to one downstream su
 and never pickle (exchange data is data, like a snapshot):
 
     [FORMAT, attempt, source subtask, [item, ...]]
-    item = [BATCH, records, timestamps | nil, packed keys | nil]
+    item = [BATCH, records | nil, timestamps | nil, packed keys | nil]
          | [WATERMARK, ts, idle]
          | [BARRIER, checkpoint id]
 
@@ -14,7 +14,9 @@ and never pickle (exchange data is data, like a snapshot):
 2. Keys are packed apart as one msgpack array with tuples as arrays (the fast path for
    composite keys, as in a snapshot's key column) and turned back into tuples on
    decode (as `keys.decode_key` does): a key is never a list.
-3. `attempt` names the run of the job that wrote the message; a receiver drops messages
+3. A batch whose records are its keys (the edge into a keyed count carries keys only:
+   routing.HashRouter's `keys_only`) sends nil for the records: the keys once.
+4. `attempt` names the run of the job that wrote the message; a receiver drops messages
    of any other attempt (exchange.py says why that makes the exchange exactly-once).
 
 What must stay true: decode(encode(x)) == x for every element sequence; the order of
@@ -31,7 +33,8 @@ import msgpack
 from ..snapshots import codec
 from .elements import Barrier, Batch, Element, Watermark
 
-FORMAT = 1
+FORMAT = 2
+"""2: records may be nil (they are the keys)."""
 BATCH, WATERMARK, BARRIER = 0, 1, 2
 
 
@@ -46,7 +49,8 @@ def encode(attempt: str, source: int, elements: Sequence[Element]) -> bytes:
     for element in elements:
         if type(element) is Batch:
             keys = key_packer.pack(element.keys) if element.keys is not None else None
-            items.append([BATCH, element.records, element.timestamps, keys])
+            records = None if element.records is element.keys else element.records
+            items.append([BATCH, records, element.timestamps, keys])
         elif type(element) is Watermark:
             items.append([WATERMARK, element.ts, element.idle])
         elif type(element) is Barrier:
@@ -77,7 +81,8 @@ def decode(data: bytes | memoryview) -> tuple[str, int, list[Element]]:
                 # use_list=False: every array comes back a tuple, which is right for keys
                 # (a key is never a list) and 10x cheaper than decode_key per key.
                 decoded = list(msgpack.unpackb(keys, raw=False, use_list=False))
-            out.append(Batch(item[1], item[2], decoded))
+            records = decoded if item[1] is None and decoded is not None else item[1]
+            out.append(Batch(records, item[2], decoded))
         elif kind == WATERMARK:
             out.append(Watermark(item[1], bool(item[2])))
         elif kind == BARRIER:

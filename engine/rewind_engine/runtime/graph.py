@@ -31,6 +31,7 @@ from ..dataflow import (
     WindowSpec,
 )
 from ..keys import check_parallelism
+from ..windows import Count
 from .channels import Channel, LocalChannel
 from .operators import (
     AggregateOp,
@@ -91,6 +92,13 @@ def _operator(
     raise TypeError(f"no operator for step {step.uid!r} ({step.kind})")
 
 
+def reads_keys_only(spec: object) -> bool:
+    """A keyed count without a value function reads only its input's keys and event
+    times, never the records: the edge into it carries the keys alone (HashRouter's
+    `keys_only`), which spares the exchange encoding and decoding every record."""
+    return isinstance(spec, AggregateSpec) and isinstance(spec.agg, Count) and spec.value is None
+
+
 def build_tasks(
     flow: Dataflow,
     *,
@@ -134,6 +142,7 @@ def build_tasks(
             pu = par[up.uid]
             # A key_by's errors port carries failed records, not keyed ones.
             hashed = isinstance(up.spec, KeyBySpec) and port == "main"
+            keys_only = hashed and reads_keys_only(step.spec)
             forward = not hashed and pu == pd
             topic = edge_topic(job_id, up.uid, step.uid, j)
 
@@ -172,7 +181,7 @@ def build_tasks(
                     if not here:
                         continue
                     router = (
-                        HashRouter(row, max_parallelism)
+                        HashRouter(row, max_parallelism, keys_only=keys_only)
                         if hashed
                         else RebalanceRouter(row, start=u)
                     )

@@ -48,8 +48,14 @@ class HashRouter(Router):
     _CACHE_LIMIT = 1 << 20
     """Keys whose destination is remembered before the cache starts afresh."""
 
-    def __init__(self, channels: Sequence[Channel], max_parallelism: int) -> None:
+    def __init__(
+        self, channels: Sequence[Channel], max_parallelism: int, *, keys_only: bool = False
+    ) -> None:
         super().__init__(channels)
+        self.keys_only = keys_only
+        """The next step reads keys only (graph.reads_keys_only): each batch sent carries
+        its list of keys in place of the records (`records is keys`), which the
+        exchange then encodes once."""
         self._grouper = KeyGrouper(max_parallelism)
         self._owner = owners(len(self.channels), max_parallelism)
         self._dest: dict[object, int] = {}
@@ -60,7 +66,7 @@ class HashRouter(Router):
         if keys is None:
             raise RuntimeError("hash routing needs keys: a keyed step must follow key_by")
         if n == 1:
-            self.channels[0].push(batch)
+            self.channels[0].push(Batch(keys, batch.timestamps, keys) if self.keys_only else batch)
             return
         # Whole-batch routing: one pass looks every key's destination up in a cache
         # (keys repeat), then each destination takes its records with `compress`, in
@@ -75,11 +81,12 @@ class HashRouter(Router):
             mask = [x == d for x in dests]
             if not any(mask):
                 continue
+            part = list(compress(keys, mask))
             self.channels[d].push(
                 Batch(
-                    list(compress(records, mask)),
+                    part if self.keys_only else list(compress(records, mask)),
                     list(compress(ts, mask)) if ts is not None else None,
-                    list(compress(keys, mask)),
+                    part,
                 )
             )
 
