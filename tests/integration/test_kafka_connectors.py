@@ -335,6 +335,27 @@ def test_restored_output_goes_to_the_topic_its_writer_had(
     assert [v for _k, v in read_committed(kafka_bootstrap, new, 1)] == [b"pending"]
 
 
+def test_a_version_1_committable_is_still_restored(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    # Snapshots from before epochs were packed batches hold one row per record:
+    # [topic, partition, key, value, headers]. They are committed as they always were.
+    out = topic_factory(2)
+    sink = KafkaSink(out, bootstrap_servers=kafka_bootstrap, value_format="utf-8")
+    context = sink_ctx()
+    rows = [[None, -1, b"k1", b"one", None], [None, 1, b"k2", b"two", [["h", b"x"]]]]
+    legacy = {
+        "v": 1,
+        "writer": sink.writer_id(context),
+        "topic": out,
+        "token": "v1-run",
+        "epochs": [[3, rows]],
+    }
+    sink.open(context, [legacy]).close()
+    sink.open(sink_ctx(), [legacy]).close()  # its marker says it was committed
+    assert sorted(read_committed(kafka_bootstrap, out, 2)) == [(b"k1", b"one"), (b"k2", b"two")]
+
+
 def test_rescaled_restore_commits_every_old_writer_once(
     kafka_bootstrap: str, topic_factory: Any
 ) -> None:

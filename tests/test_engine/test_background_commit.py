@@ -71,6 +71,43 @@ def test_committer_raises_a_failed_commit_on_the_callers_thread() -> None:
     c.close()
 
 
+def test_committer_prepares_first_and_is_busy_meanwhile() -> None:
+    gate = threading.Event()
+    order: list[str] = []
+
+    def prepare() -> None:
+        gate.wait()
+        order.append("prepared")
+
+    c = Committer(
+        "t",
+        lambda n: order.append(f"commit {n}"),
+        "committing",
+        prepare=prepare,
+        preparing="initialising transactions",
+    )
+    # No commit asked for yet, but a job must not finish (and close) under `prepare`.
+    assert c.busy and c.committing() == "initialising transactions"
+    assert not c.wait(0.01)
+    c.request(1)
+    assert c.committing() == "committing for checkpoint 1 (initialising transactions)"
+    gate.set()
+    assert c.wait(60)
+    c.close()
+    assert order == ["prepared", "commit 1"] and c.committing() is None
+
+
+def test_committer_raises_a_failed_prepare_like_a_failed_commit() -> None:
+    def prepare() -> None:
+        raise RuntimeError("no transaction coordinator")
+
+    c = Committer("t", lambda n: None, "committing", prepare=prepare)
+    assert c.wait(60)  # the committer is not busy once prepare failed
+    with pytest.raises(RuntimeError, match="no transaction coordinator"):
+        c.request(1)
+    c.close()
+
+
 class _StalledSink(Sink):
     """Commits on a Committer thread that waits for `gate`; records what it committed."""
 

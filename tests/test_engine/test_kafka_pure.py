@@ -13,7 +13,7 @@ from rewind_engine.connectors.kafka.config import (
     producer_config,
 )
 from rewind_engine.connectors.kafka.serde import RecordDecodeError, decoder, encoder
-from rewind_engine.connectors.kafka.sink import MARKER_TOKENS, _Marker
+from rewind_engine.connectors.kafka.sink import MARKER_TOKENS, _columns, _Marker, pack, unpack
 from rewind_engine.connectors.kafka.source import parse_split, split_id
 
 
@@ -137,6 +137,28 @@ def test_sink_encodes_key_value_headers_partition_and_topic() -> None:
     assert out[2][0] == "other"
 
 
+def test_sink_batches_are_columns_that_pack_and_stay_version_1_compatible() -> None:
+    plain = KafkaSink("counts", key=lambda r: r[0], value=lambda r: r[1], value_format="utf-8")
+    batch = plain.encode_batch([("p1", "3"), ("p2", "1")])
+    # Only keys and values: no topic, partition or headers columns to store or walk.
+    assert batch == [[b"p1", b"p2"], [b"3", b"1"], None, None, None]
+    assert unpack(pack(batch)) == batch
+    assert isinstance(pack(batch), bytes)
+    full = KafkaSink(
+        "counts",
+        key=lambda r: r,
+        headers=lambda r: {"h": r},
+        partition=lambda r: 1 if r == "b" else None,
+        topic_of=lambda r: "other" if r == "b" else None,  # type: ignore[arg-type,return-value]
+    )
+    batch = full.encode_batch(["a", "b"])
+    assert batch[2:] == [[None, "other"], [-1, 1], [[["h", b"a"]], [["h", b"b"]]]]
+    assert unpack(pack(batch)) == batch
+    # A version-1 committable's rows become the same batch again.
+    assert _columns(full.encode(["a", "b"])) == batch
+    assert _columns(plain.encode([("p1", "3")])) == [[b"p1"], [b"3"], None, None, None]
+
+
 def test_sink_default_record_is_the_value_without_key() -> None:
     assert KafkaSink("t").encode([{"a": 1}]) == [[None, -1, None, b'{"a":1}', None]]
 
@@ -145,6 +167,10 @@ def test_sink_encode_error_names_the_record() -> None:
     sink = KafkaSink("t", value_format="bytes")
     with pytest.raises(RecordEncodeError, match="'not bytes'"):
         sink.encode(["not bytes"])
+    keyed = KafkaSink("t", key=lambda r: r["k"], value=lambda r: b"v", value_format="bytes")
+    # The failing record of a batch, whichever column fails first.
+    with pytest.raises(RecordEncodeError, match=r"KeyError: 'k'; record: \{'x': 1\}"):
+        keyed.encode_batch([{"k": "a"}, {"x": 1}])
 
 
 def test_marker_keeps_the_newest_tokens_within_the_metadata_limit() -> None:

@@ -11,8 +11,12 @@ What must stay true:
   done does nothing (commits are idempotent anyway, this just saves the round trips);
 - requests that arrive while a commit runs are coalesced: the next run commits up to
   the newest id, so a stalled broker never builds a queue of commits;
-- the commit function is only ever called on the committer's thread, so the producer
-  it uses needs no lock; the job's thread only reads `done` and the status fields.
+- the commit function (and `prepare`, run first) is only ever called on the
+  committer's thread, so the producer it uses needs no lock; the job's thread only
+  reads `done` and the status fields;
+- `prepare` (e.g. making the transactional producer) runs once, before any commit, as
+  soon as the committer exists; while it runs the committer is busy (the job does not
+  finish under it) and `committing()` says so, and an error it raises is a failed commit.
 """
 
 from __future__ import annotations
@@ -29,16 +33,28 @@ SLOW_AFTER_S = 1.0
 class Committer:
     """Runs `commit(n)` on one daemon thread for the newest requested checkpoint id n."""
 
-    def __init__(self, name: str, commit: Callable[[int], None], what: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        commit: Callable[[int], None],
+        what: str,
+        *,
+        prepare: Callable[[], None] | None = None,
+        preparing: str = "preparing",
+    ) -> None:
         self._commit = commit
         self._what = what
+        self._prepare = prepare
+        self._preparing_what = preparing
+        self._preparing = prepare is not None
+        """True until `prepare` returned (or raised)."""
         self._cond = threading.Condition()
         self._wanted = -1
         self.done = -1
         """The highest checkpoint id whose commit finished (read by the job's thread)."""
         self._current: int | None = None
-        self._since_wall: datetime | None = None
-        self._since: float = 0.0
+        self._since_wall: datetime | None = datetime.now(UTC) if self._preparing else None
+        self._since: float = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -59,8 +75,9 @@ class Committer:
 
     @property
     def busy(self) -> bool:
-        """True while a requested commit has not finished (and none failed)."""
-        return self._error is None and self._wanted > self.done
+        """True while `prepare` runs or a requested commit has not finished (and none
+        failed)."""
+        return self._error is None and (self._preparing or self._wanted > self.done)
 
     def committing(self) -> str | None:
         """None when no commit is due; else what is in flight, and since when if slow.
@@ -69,6 +86,15 @@ class Committer:
         self.check()
         if not self.busy:
             return None
+        if self._preparing:
+            # What waits for `prepare`: the commits asked for meanwhile, if any.
+            doing = self._preparing_what
+            if self._wanted > self.done:
+                doing = f"{self._what} for checkpoint {self._wanted} ({doing})"
+            since = self._since_wall
+            if since is None or time.monotonic() - self._since < SLOW_AFTER_S:
+                return doing
+            return f"{doing}, broker not answering since {since.isoformat(timespec='seconds')}"
         current, since = self._current, self._since_wall
         if current is None or since is None:
             return f"{self._what} for checkpoint {self._wanted} (queued)"
@@ -97,6 +123,18 @@ class Committer:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        if self._prepare is not None:
+            try:
+                self._prepare()
+            except BaseException as exc:  # re-raised on the job's thread by `check`
+                with self._cond:
+                    self._error = exc
+                    self._preparing = False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._preparing = False
+                self._cond.notify_all()
         while True:
             with self._cond:
                 while not self._closed and self._wanted <= self.done:
