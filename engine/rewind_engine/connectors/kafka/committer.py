@@ -16,15 +16,20 @@ What must stay true:
   reads `done` and the status fields;
 - `prepare` (e.g. making the transactional producer) runs once, before any commit, as
   soon as the committer exists; while it runs the committer is busy (the job does not
-  finish under it) and `committing()` says so, and an error it raises is a failed commit.
+  finish under it) and `committing()` says so. It is a head start only: an error it
+  raises is logged, and the commit function does what it would have done (and fails
+  the job if that fails too).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+log = logging.getLogger("rewind.kafka")
 
 SLOW_AFTER_S = 1.0
 """A commit in flight for longer than this is reported by `committing()`."""
@@ -87,10 +92,11 @@ class Committer:
         if not self.busy:
             return None
         if self._preparing:
-            # What waits for `prepare`: the commits asked for meanwhile, if any.
+            # A commit asked for meanwhile waits for `prepare`, which does what that
+            # commit would have done first: it is reported as that commit.
             doing = self._preparing_what
             if self._wanted > self.done:
-                doing = f"{self._what} for checkpoint {self._wanted} ({doing})"
+                doing = f"{self._what} for checkpoint {self._wanted}"
             since = self._since_wall
             if since is None or time.monotonic() - self._since < SLOW_AFTER_S:
                 return doing
@@ -126,12 +132,10 @@ class Committer:
         if self._prepare is not None:
             try:
                 self._prepare()
-            except BaseException as exc:  # re-raised on the job's thread by `check`
-                with self._cond:
-                    self._error = exc
-                    self._preparing = False
-                    self._cond.notify_all()
-                return
+            except Exception as exc:  # the first commit does it again, and reports it
+                log.warning(
+                    "%s failed (the first commit tries again): %s", self._preparing_what, exc
+                )
             with self._cond:
                 self._preparing = False
                 self._cond.notify_all()

@@ -743,9 +743,10 @@ class ExactlyOnceWriter(SinkWriter):
         self.txn: _TxnProducer | None = None
         # The writer's own producer is made on the committer's thread as soon as this
         # writer's restore is done (above), so its first commit does not wait for
-        # init_transactions and the marker. No other writer restores this writer's id
-        # (old subtask s's committables go to new subtask s % parallelism, and a new
-        # subtask s is this writer), so it fences no restore in progress.
+        # init_transactions and the marker (if that fails, the first commit makes it).
+        # No other writer restores this writer's id (old subtask s's committables go to
+        # new subtask s % parallelism, and a new subtask s is this writer), so it fences
+        # no restore in progress.
         self.committer = Committer(
             f"rewind-kafka-commit-{self.writer_id}",
             self._commit_up_to,
