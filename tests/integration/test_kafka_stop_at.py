@@ -25,7 +25,12 @@ from rewind_engine.connectors.base import SourceContext
 from rewind_engine.connectors.kafka import KafkaSource
 from rewind_engine.connectors.kafka.source import StopAt
 from rewind_engine.runtime.job import Job
-from rewind_engine.testing import make_settings, run_and_savepoint, source_position
+from rewind_engine.testing import (
+    make_settings,
+    read_committed,
+    run_and_savepoint,
+    source_position,
+)
 from rewind_operator.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -158,3 +163,32 @@ def test_stop_at_is_checked() -> None:
     with pytest.raises(ValueError, match="stop_at must be"):
         KafkaSource("t", stop_at="latest")  # type: ignore[arg-type]
     assert not KafkaSource("t").bounded()
+
+
+def test_a_bounded_read_ends_with_its_dead_letters_written(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    tmp_path: Path,
+) -> None:
+    # The split's last record cannot be decoded: it is dead-lettered as the split ends.
+    # The closed reader is not asked for `durable()` at the final barrier, so the split
+    # waits for its dead letters as it finishes; the finished job has them written.
+    topic, dlq = topic_factory(1), topic_factory(1, "dlq")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for value in (b'{"post": "p1"}', b'{"post": "p2"}', b"{not json"):
+        producer.produce(topic, value, partition=0)
+    assert producer.flush(30) == 0
+    source = KafkaSource(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        stop_at="end",
+        on_error="dead-letter",
+        dead_letter_topic=dlq,
+    )
+    out = CollectSink()
+    flow = Dataflow("dead-letters")
+    flow.source("events", source).sink("out", out)
+    job = Job(flow, make_settings(tmp_path))
+    assert asyncio.run(job.run()) == "FINISHED", job.error
+    assert [e["post"] for e in out.committed] == ["p1", "p2"]
+    assert [v for _k, v in read_committed(kafka_bootstrap, dlq, 1)] == [b"{not json"]

@@ -2,7 +2,9 @@
 
 A sink whose commit blocks (a stalled broker) must not stall the job's loop: /status
 keeps answering with the reason, the job finishes only once the commit is done, and a
-commit that fails fails the job on its own thread.
+commit that fails fails the job on its own thread. Likewise a source reader's wait for
+what its position passes (`durable()`, Kafka's dead letters) runs on the snapshot
+thread, and one that fails fails that snapshot, not the job.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from typing import Any
 
 import pytest
 from rewind_engine import Dataflow, GeneratorSource
-from rewind_engine.connectors.base import Sink, SinkContext, SinkWriter
+from rewind_engine.connectors.base import (
+    Sink,
+    SinkContext,
+    SinkWriter,
+    SourceBatch,
+    SourceContext,
+    SplitReader,
+)
 from rewind_engine.connectors.kafka.committer import Committer
+from rewind_engine.connectors.memory import CollectSink
 from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
 
@@ -197,3 +207,64 @@ def test_a_failed_background_commit_fails_the_job(tmp_path: Path) -> None:
     job = _job(tmp_path, sink)
     assert asyncio.run(job.run()) == "FAILED"
     assert job.error is not None and "the stalled sink gave up" in job.error
+
+
+class _DurableSource(GeneratorSource):
+    """An unbounded generator whose readers' `durable()` waits note the thread they ran
+    on; the first one fails."""
+
+    def __init__(self) -> None:
+        super().__init__(rate=2000.0)
+        self.ran_on: list[str] = []
+
+    def open_split(self, split: str, position: Any | None, ctx: SourceContext) -> SplitReader:
+        return _DurableReader(self, super().open_split(split, position, ctx))
+
+
+class _DurableReader(SplitReader):
+    def __init__(self, source: _DurableSource, inner: SplitReader) -> None:
+        self.source, self.inner = source, inner
+
+    def poll(self, max_records: int) -> SourceBatch | None:
+        return self.inner.poll(max_records)
+
+    def position(self) -> Any:
+        return self.inner.position()
+
+    def durable(self) -> Any:
+        def wait() -> None:
+            self.source.ran_on.append(threading.current_thread().name)
+            if len(self.source.ran_on) == 1:
+                raise RuntimeError("the dead letters did not arrive")
+
+        return wait
+
+
+def test_a_source_readers_durable_wait_runs_off_the_loop_and_fails_only_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    source = _DurableSource()
+    flow = Dataflow("durable")
+    flow.source("gen", source).sink("out", CollectSink())
+    # Savepoints only (no periodic checkpoint takes the failing first wait).
+    snapshots = SnapshotSettings(location=f"file://{tmp_path}/snaps", checkpoint_interval_s=0)
+    job = Job(flow, Settings(snapshots=snapshots))
+
+    async def scenario() -> list[str]:
+        run = asyncio.create_task(job.run())
+        while not job.ready:
+            await asyncio.sleep(0.01)
+        statuses = []
+        for _ in range(2):
+            request = job.trigger_savepoint()
+            while request.status == "IN_PROGRESS":
+                assert not run.done(), job.error
+                await asyncio.sleep(0.01)
+            statuses.append(request.status)
+        job.cancel()
+        assert await run == "CANCELED", job.error
+        return statuses
+
+    assert asyncio.run(scenario()) == ["FAILED", "COMPLETED"]
+    assert len(source.ran_on) == 2
+    assert threading.main_thread().name not in source.ran_on

@@ -4,17 +4,19 @@ and the exactly-once commit marker. Nothing here needs a broker."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource, RecordEncodeError
 from rewind_engine.connectors.kafka.config import (
+    KafkaUnavailableError,
     bootstrap_servers,
     consumer_config,
     producer_config,
 )
 from rewind_engine.connectors.kafka.serde import RecordDecodeError, decoder, encoder
 from rewind_engine.connectors.kafka.sink import MARKER_TOKENS, _columns, _Marker, pack, unpack
-from rewind_engine.connectors.kafka.source import parse_split, split_id
+from rewind_engine.connectors.kafka.source import _DeadLetters, parse_split, split_id
 
 
 @pytest.mark.parametrize(
@@ -193,3 +195,45 @@ def test_marker_keeps_the_newest_tokens_within_the_metadata_limit() -> None:
 @pytest.mark.parametrize("metadata", [None, "", "not json", '{"t": 5}'])
 def test_unreadable_marker_is_empty(metadata: str | None) -> None:
     assert _Marker.parse(metadata).committed("abc") == -1
+
+
+class _FakeProducer:
+    """Delivers what it was given at the next poll, failing the values in `refuse`."""
+
+    def __init__(self) -> None:
+        self.refuse: set[bytes] = set()
+        self.in_flight: list[tuple[bytes, Any]] = []
+        self.delivered: list[bytes] = []
+
+    def produce(
+        self, topic: str, *, value: bytes, key: Any, headers: Any, on_delivery: Any
+    ) -> None:
+        self.in_flight.append((value, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        done, self.in_flight = self.in_flight, []
+        for value, callback in done:
+            if value in self.refuse:
+                callback("Broker: Message size too large", None)
+            else:
+                self.delivered.append(value)
+                callback(None, None)
+        return len(done)
+
+
+def test_a_failed_dead_letter_fails_one_wait_and_is_sent_again() -> None:
+    producer = _FakeProducer()
+    letters = _DeadLetters(producer, "dlq")  # type: ignore[arg-type]
+    producer.refuse.add(b"bad-1")
+    letters.send(b"bad-1", None, [])  # send() polls at once: this one has failed
+    letters.send(b"ok-2", None, [])
+    assert not letters.settled()
+    barrier = letters.sent
+    with pytest.raises(KafkaUnavailableError, match=r"1 record\(s\) to dead-letter topic dlq"):
+        letters.wait(barrier)  # the snapshot whose position passes bad-1 fails ...
+    assert [v for v, _cb in producer.in_flight] == [b"bad-1"]  # ... and it is sent again
+    producer.refuse.clear()  # the broker takes it now
+    letters.send(b"ok-3", None, [])  # after the next barrier: not waited for by this one
+    letters.wait(barrier)  # reported once: the next snapshot covers it and completes
+    assert producer.delivered == [b"ok-2", b"bad-1", b"ok-3"]
+    assert letters.settled()

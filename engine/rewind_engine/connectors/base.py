@@ -26,6 +26,7 @@ See docs/CONTRACTS.md ("Engine internals: connectors").
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,15 @@ class SplitReader(ABC):
     def position(self) -> Any:
         """The position after the last polled record (msgpack-able; snapshot data).
 
-        Called at a barrier: it may first make durable what the position passes (a
-        dead-lettered record), and raise if it cannot."""
+        Called at a barrier: it may first make durable what the position passes, and
+        raise if it cannot; a wait that can take long belongs in `durable()` instead."""
+
+    def durable(self) -> Callable[[], None] | None:
+        """Called at a barrier after `position()`: None, or a wait for what the position
+        passes to become durable (a dead-lettered record the broker has not yet
+        acknowledged). The snapshot thread runs it before the snapshot's manifest is
+        written, so the job's loop does not wait; an error it raises fails the snapshot."""
+        return None
 
     def progress(self) -> Any:
         """The same position for monitoring (`/status`): must never block or raise.

@@ -68,6 +68,19 @@ class Capture:
     must be durable first); an error fails the snapshot."""
 
 
+def source_waits(waits: list[Callable[[], None]]) -> Callable[[], None] | None:
+    """A source subtask's `Capture.before_manifest`: its readers' `durable()` waits, one
+    after another (None when there are none)."""
+    if not waits:
+        return None
+
+    def wait_all() -> None:
+        for wait in waits:
+            wait()
+
+    return wait_all
+
+
 class Operator:
     """Base: a stateless pass-through."""
 

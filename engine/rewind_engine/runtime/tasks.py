@@ -25,7 +25,7 @@ from ..dataflow import ERRORS_PORT
 from ..eventtime import MAX_TS, MIN_TS, BoundedOutOfOrderness
 from .channels import Channel
 from .elements import Barrier, Batch, Watermark
-from .operators import Capture, Operator
+from .operators import Capture, Operator, source_waits
 from .routing import Router
 from .step_errors import split_failures, step_error
 
@@ -320,7 +320,8 @@ class SourceTask(TaskBase):
             "finished": sorted(self.finished),
             "max_ts": dict(self.max_ts),
         }
-        self.snapshots.ack(self, cid, Capture(None, state))
+        waits = [w for r in self.readers.values() if (w := r.durable()) is not None]
+        self.snapshots.ack(self, cid, Capture(None, state, source_waits(waits)))
         if drain:
             self.watermark = MAX_TS
             self.broadcast(Watermark(MAX_TS))

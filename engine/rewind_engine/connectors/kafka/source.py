@@ -19,6 +19,11 @@ What must stay true:
 - A record that cannot be decoded fails the job (`on_error="fail"`) or goes, raw and
   with headers naming its origin, to a dead-letter topic (`on_error="dead-letter"`); the
   error always names topic, partition and offset.
+- A snapshot never completes with a position past a dead letter the broker has not
+  acknowledged: the reader's `durable()` hands the wait for the dead letters sent before
+  the barrier to the snapshot thread (the job's loop goes on meanwhile). A dead letter
+  the producer gave up on fails that snapshot, once, and is sent again, so a later
+  snapshot covers it; a bounded split that ends waits for its dead letters itself.
 - Partitions that appear while running are read from their earliest offset (everything
   in them was written after the job started); partitions present at the first
   discovery without a restored offset start where `start` says.
@@ -35,9 +40,11 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, cast
 
 from confluent_kafka import (
@@ -434,8 +441,7 @@ class _SharedConsumer:
         """Partition -> the offset at which the consumer last reached its end."""
         self.paused: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
-        self.dead_letters: Producer | None = None
-        self.dead_letter_errors: list[str] = []
+        self.dead_letters: _DeadLetters | None = None
 
     def open(
         self, topic: str, partition: int, offset: int, stop: int | None = None
@@ -511,10 +517,15 @@ class _SharedConsumer:
         log.warning("Kafka consumer: %s", err)
 
     def dead_letter(self, msg: Message, error: RecordDecodeError) -> None:
+        topic = self.source.dead_letter_topic
+        assert topic is not None
         if self.dead_letters is None:
-            self.dead_letters = Producer(
-                producer_config(self.source._bootstrap, self.source.config)
-                | {"delivery.report.only.error": False}
+            self.dead_letters = _DeadLetters(
+                Producer(
+                    producer_config(self.source._bootstrap, self.source.config)
+                    | {"delivery.report.only.error": False}
+                ),
+                topic,
             )
         original = msg.headers() or []
         headers: list[tuple[str, str | bytes | None]] = list(
@@ -526,29 +537,16 @@ class _SharedConsumer:
             ("rewind.dlq.offset", str(error.offset).encode()),
             ("rewind.dlq.error", str(error).encode()),
         ]
-        topic = self.source.dead_letter_topic
-        assert topic is not None
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self.dead_letter_errors.append(str(err))
-
-        self.dead_letters.produce(
-            topic, value=msg.value(), key=msg.key(), headers=headers, on_delivery=delivered
-        )
-        self.dead_letters.poll(0)
+        self.dead_letters.send(msg.value(), msg.key(), headers)
         log.warning("record sent to dead-letter topic %s: %s", topic, error)
 
-    def flush_dead_letters(self) -> None:
-        """Make every dead-lettered record durable before a position passes it."""
-        if self.dead_letters is None:
-            return
-        remaining = self.dead_letters.flush(60)
-        if remaining or self.dead_letter_errors:
-            raise KafkaUnavailableError(
-                f"could not write to dead-letter topic {self.source.dead_letter_topic}: "
-                f"{remaining} undelivered, errors: {self.dead_letter_errors[:3]}"
-            )
+    def dead_letters_durable(self) -> Callable[[], None] | None:
+        """At a barrier: None if every dead letter is acknowledged, else the wait for
+        those sent so far (for the snapshot thread)."""
+        letters = self.dead_letters
+        if letters is None or letters.settled():
+            return None
+        return partial(letters.wait, letters.sent)
 
     def commit(self, offsets: list[TopicPartition]) -> None:
         with self.lock:
@@ -562,7 +560,102 @@ class _SharedConsumer:
             with contextlib.suppress(RuntimeError):  # already closed
                 self.consumer.close()
             if self.dead_letters is not None:
-                self.dead_letters.flush(10)
+                self.dead_letters.producer.flush(10)
+
+
+Letter = tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
+"""A dead letter as it is produced: value, key, headers."""
+
+
+class _DeadLetters:
+    """A source subtask's dead-letter producer and the letters not yet acknowledged.
+
+    Letters are numbered as they are sent (on the job's loop). A barrier notes the
+    number sent so far; `wait(upto)` (on the snapshot thread) returns once every letter
+    up to it is acknowledged. A letter whose delivery failed fails the wait that sees it,
+    which reports it (the error is not kept), and is sent again: it is never lost, and
+    the snapshot after the one that failed covers it once the broker takes it.
+    """
+
+    WAIT_S = 60.0
+    """How long a snapshot waits for its dead letters before it fails (they stay in
+    flight; a later snapshot waits for them again)."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.unacked: dict[int, Letter] = {}
+        """Letter number -> the letter, from its send until the broker acknowledged it."""
+        self.failed: dict[int, str] = {}
+        """Letter number -> why its delivery failed; it is sent again when reported."""
+
+    def send(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+    ) -> None:
+        with self.lock:
+            self.sent += 1
+            number = self.sent
+            self.unacked[number] = (value, key, headers)
+        self._produce(number)
+        self.producer.poll(0)
+
+    def _produce(self, number: int) -> None:
+        value, key, headers = self.unacked[number]
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            with self.lock:
+                if err is None:
+                    self.unacked.pop(number, None)
+                else:
+                    self.failed[number] = str(err)
+
+        self.producer.produce(
+            self.topic, value=value, key=key, headers=headers, on_delivery=delivered
+        )
+
+    def settled(self) -> bool:
+        """True when no letter waits for an acknowledgement (nor to be sent again)."""
+        with self.lock:
+            return not self.unacked and not self.failed
+
+    def wait(self, upto: int) -> None:
+        """Block until the letters numbered up to `upto` are acknowledged; raise
+        `KafkaUnavailableError` for the ones that failed (sending them again) or after
+        `WAIT_S`."""
+        deadline = time.monotonic() + self.WAIT_S
+        while True:
+            with self.lock:
+                failed = {n: e for n, e in self.failed.items() if n <= upto}
+                for n in failed:
+                    del self.failed[n]
+                pending = sum(1 for n in self.unacked if n <= upto)
+            if failed:
+                self._send_again(failed)
+                raise KafkaUnavailableError(
+                    f"could not write {len(failed)} record(s) to dead-letter topic "
+                    f"{self.topic} (sent again): {sorted(set(failed.values()))[:3]}"
+                )
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailableError(
+                    f"dead-letter topic {self.topic}: {pending} record(s) not acknowledged "
+                    f"within {self.WAIT_S:.0f}s"
+                )
+            self.producer.poll(0.1)
+
+    def _send_again(self, failed: dict[int, str]) -> None:
+        for number, reason in failed.items():
+            try:
+                self._produce(number)
+            except (BufferError, KafkaException) as exc:
+                with self.lock:  # the next wait reports it and tries again
+                    self.failed[number] = f"{reason}; sending again: {exc}"
 
 
 class KafkaSplitReader(SplitReader):
@@ -618,6 +711,11 @@ class KafkaSplitReader(SplitReader):
     def _finish(self, messages: list[Message]) -> SourceBatch:
         batch = self._decode(messages) if messages else SourceBatch([])
         assert self.stop is not None
+        # A finished split is closed at once and no barrier asks it for `durable()`:
+        # its final position may pass only dead letters the broker has.
+        wait = self.shared.dead_letters_durable()
+        if wait is not None:
+            wait()
         self.next_offset = max(self.next_offset, self.stop)
         batch.finished = True
         return batch
@@ -678,13 +776,16 @@ class KafkaSplitReader(SplitReader):
         self.shared.dead_letter(msg, error)
 
     def position(self) -> int:
-        # A position must never point past a dead-lettered record that is not durable.
-        self.shared.flush_dead_letters()
+        # Never waits: the dead letters this position passes are `durable()`'s.
         return self.next_offset
 
+    def durable(self) -> Callable[[], None] | None:
+        """The wait for the dead letters sent before this barrier (all of the subtask's:
+        its readers share one producer), run on the snapshot thread before the
+        manifest; None when there is none."""
+        return self.shared.dead_letters_durable()
+
     def progress(self) -> int:
-        # For /status: what was read, without waiting for dead letters (which a broker
-        # outage could make take a minute, with the job's loop and the API waiting).
         return self.next_offset
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
