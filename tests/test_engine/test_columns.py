@@ -82,5 +82,7 @@ def test_a_reader_may_take_int_and_float_columns_as_arrays() -> None:
     # Tuple columns (and everything that is not an int64 / float64 column) are unchanged.
     block = codec.encode_columns(codec.Columns(keys, [1.5] * 1000))
     assert codec.decode(block, arrays=True) == codec.decode(block)
+    for old in ({"keys": [1, [2, "a"]], "values": [3, 4]}, [[1, 3], [2, 4]]):  # formats 2, 1
+        assert codec.decode(msgpack.packb(old), arrays=True) == old
     with pytest.raises(ValueError, match="not a multiple of 8"):
         codec.decode(msgpack.packb(msgpack.ExtType(4, b"\x00" * 12)), arrays=True)
