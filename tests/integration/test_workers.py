@@ -27,6 +27,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from rewind_engine.testing import free_port, read_jsonl
 
+from .test_kafka_outage import Broker, broker  # noqa: F401 - the fixture (a private broker)
+
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,3 +270,80 @@ def test_a_savepoint_at_2_workers_restores_at_3_and_at_1(
             assert wait_all(procs) == [0] * workers
         after = read_jsonl(out / "counts")
         assert as_multiset(before + after) == as_multiset(reference), f"{workers} workers"
+
+
+def test_a_broker_frozen_for_30_s_makes_the_job_wait_and_it_ends_exact(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811 - the fixture imported above
+    reference: list[dict[str, Any]],
+) -> None:
+    # Every worker goes silent at once when the broker stops answering; that is no dead
+    # worker (a 3 s worker timeout would fail the job ten times over). The job waits,
+    # says why in /status, and its output is exact once the broker is back.
+    broker.start()
+    broker.wait_ready()
+    job = job_name()
+    out = tmp_path / "out"
+    control = f"127.0.0.1:{free_port()}"
+    flow_args = ("--out", str(out), "--total", str(TOTAL), "--rate", "1500")
+    # 16 key groups: 16 partitions per exchange topic, quick to create on a new broker.
+    procs = start_workers(
+        tmp_path, broker.bootstrap, 2, job, "--checkpoint-interval", "0.5",
+        "--max-parallelism", "16", control=control, flow_args=flow_args,
+    )  # fmt: skip
+    while True:
+        assert procs[0].poll() is None, "the coordinator exited early"
+        try:
+            if get(control, "/status")["last_checkpoint"] is not None:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    broker.freeze()
+    reasons = []
+    try:
+        frozen_until = time.monotonic() + 30
+        while time.monotonic() < frozen_until:
+            assert all(p.poll() is None for p in procs), "a worker exited during the outage"
+            reasons.append(get(control, "/status").get("reason") or "")
+            time.sleep(1)
+    finally:
+        broker.thaw()
+    assert any("has acknowledged nothing since" in r for r in reasons), reasons
+    assert wait_all(procs) == [0, 0]
+    assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
+    logs = "".join(p.read_text() for p in tmp_path.glob(f"{job}-w*.log"))
+    assert "exchange_broker_silent" in logs and "exchange_broker_back" in logs
+
+
+def test_an_exchange_topic_deleted_under_the_job_fails_it_naming_the_topic(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # A restart on the same broker is not tested: the dev broker auto-creates the topic
+    # again with one partition when the old workers write to it, and a restart then
+    # hangs (left open in issue 14).
+    job = job_name()
+    control = f"127.0.0.1:{free_port()}"
+    flow_args = ("--out", str(tmp_path / "out"), "--total", str(TOTAL), "--rate", "3000")
+    procs = start_workers(
+        tmp_path, kafka_bootstrap, 2, job, "--checkpoint-interval", "0.3",
+        control=control, flow_args=flow_args,
+    )  # fmt: skip
+    while True:
+        assert procs[0].poll() is None, "the coordinator exited early"
+        try:
+            if get(control, "/status")["last_checkpoint"] is not None:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    [edge] = [
+        t for t in admin.list_topics(timeout=30).topics
+        if t.startswith(f"rewind-{job}-") and not t.endswith("control")
+    ]  # fmt: skip
+    for future in admin.delete_topics([edge], request_timeout=60).values():
+        future.result()
+    assert wait_all(procs) == [1, 1], "the job ended as if nothing had happened"
+    logs = "".join(p.read_text() for p in tmp_path.glob(f"{job}-w*.log"))
+    assert f"exchange message to {edge}[" in logs, "the error names the topic"

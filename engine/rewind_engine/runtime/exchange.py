@@ -86,6 +86,10 @@ class Exchange:
         pconf = producer_config(servers, {"linger.ms": 1, "compression.type": "none"})
         pconf["error_cb"] = self._client_error
         pconf["on_delivery"] = self._delivery
+        # Every report, not only errors: a control message's acknowledgement is how a
+        # worker knows the broker answers (stalled_for). Messages carry whole batches,
+        # so a report per message is cheap.
+        pconf["delivery.report.only.error"] = False
         self.producer = Producer(pconf)
         cconf = consumer_config(
             servers, group, {"fetch.wait.max.ms": 5, "queued.max.messages.kbytes": 65536}
@@ -102,6 +106,10 @@ class Exchange:
         self._paused: set[TP] = set()
         self._control: set[TP] = set()
         self.dropped = 0
+        self._control_acked_at = time.monotonic()
+        """When the broker last acknowledged a control message of this worker's."""
+        self._control_waiting = 0
+        """Control messages sent and not acknowledged yet."""
 
     # -- callbacks from librdkafka (on poll) -------------------------------------------
 
@@ -114,6 +122,22 @@ class Exchange:
     def _delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.error = f"exchange message to {msg.topic()}[{msg.partition()}] failed: {err}"
+
+    def _control_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._control_waiting -= 1
+        if err is None:
+            self._control_acked_at = time.monotonic()
+        else:
+            self._delivery(err, msg)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the broker has left a control message of this worker unacknowledged
+        (0 when none waits). Heartbeats go out every fraction of a second, so while the
+        broker answers this stays near 0; a broker that is down or frozen makes it grow
+        for every worker at once, unlike one dead worker. Only control messages count:
+        data to one broken partition (a deleted topic) is an error of its own, not an
+        outage to wait out."""
+        return now - self._control_acked_at if self._control_waiting > 0 else 0.0
 
     # -- topics ---------------------------------------------------------------------
 
@@ -157,10 +181,16 @@ class Exchange:
         self.channels.append(ch)
         return ch
 
-    def produce(self, topic: str, partition: int, value: bytes) -> None:
+    def produce(self, topic: str, partition: int, value: bytes, *, control: bool = False) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, partition=partition)
+                if control:
+                    self.producer.produce(
+                        topic, value=value, partition=partition, on_delivery=self._control_delivery
+                    )
+                    self._control_waiting += 1
+                else:
+                    self.producer.produce(topic, value=value, partition=partition)
                 return
             except BufferError:
                 self.producer.poll(0.005)  # the local queue is full: let it drain

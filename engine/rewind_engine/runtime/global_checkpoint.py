@@ -20,7 +20,8 @@ manifests out. How a global checkpoint or savepoint n commits, step by step:
    its part's files, a stop resumes its sources) and the request is FAILED; the job
    keeps running.
 
-Liveness: a worker silent for `worker_timeout_s`, or one that reports ERROR, fails the
+Liveness: a worker silent for `worker_timeout_s` (while the broker answers: worker.py
+holds the clocks during an outage, `hold_silence`), or one that reports ERROR, fails the
 whole job (`failure`), with a message that names the worker and says how to resume:
 restarting every worker from the last completed checkpoint (a full restart) is exactly
 what `--restore latest` (or the deployment's own snapshots) does.
@@ -176,6 +177,12 @@ class GlobalCoordinator(SnapshotQueue):
             self._start_next()
         elif now - flight.started > self._snapshot_timeout_s:
             self._abort(flight, f"timed out after {self._snapshot_timeout_s:g} s")
+
+    def hold_silence(self) -> None:
+        """While the broker does not answer, no worker's silence counts: every worker
+        is as heard as now, and gets the whole `worker_timeout_s` once it is back."""
+        now = self._now()
+        self.heard = dict.fromkeys(self.heard, now)
 
     def fail(self, reason: str) -> None:
         if self.failure is None:

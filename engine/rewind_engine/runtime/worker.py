@@ -21,12 +21,22 @@ through the control topic (control_bus.py); worker 0 also runs the job's coordin
    is reported; COMMIT n completes it (sinks commit), ABORT n fails it.
 6. End: a final or stop snapshot's COMMIT finishes the worker; FAIL, CANCEL, or a
    coordinator silent for `worker_timeout_s` end it with a clear error.
+
+A broker that stops answering silences every worker at once; that is not a dead worker.
+So silence only counts while this worker's own messages are acknowledged: when the
+broker has left a control message waiting for `worker_timeout_s / 4` (at least 1 s;
+`_bus_stalled`), the clocks of
+silence stand still, `/status` says why in `reason`, and the job waits. Records and
+barriers stay queued in the producer (idempotent, in order) and flow again when the
+broker is back, so the outcome is exact. A broker gone for longer than the producer's
+`message.timeout.ms` fails a delivery, and with it the job (a full restart then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -96,6 +106,7 @@ class WorkerJob(Job):
         self._heard = time.monotonic()
         self._last_hb = 0.0
         self._failure: str | None = None
+        self._bus_reason: str | None = None
         self.leader: GlobalCoordinator | None = None
         if ws.worker == 0:
             self.leader = GlobalCoordinator(
@@ -121,7 +132,7 @@ class WorkerJob(Job):
     def _send(self, partition: int, kind: str, fields: dict[str, Any]) -> None:
         attempt = self.leader.attempt if self.leader is not None else (self.run_attempt or "")
         value = bus.encode(kind, attempt, self.placement.worker, fields)
-        self.exchange.produce(self.control_topic, partition, value)
+        self.exchange.produce(self.control_topic, partition, value, control=True)
         self.exchange.producer.poll(0)
 
     def _send_down(self, kind: str, fields: dict[str, Any]) -> None:
@@ -269,12 +280,38 @@ class WorkerJob(Job):
             raise WorkerError(self._failure)
         if self.exchange.error is not None:
             raise WorkerError(self.exchange.error)
+        if self._bus_stalled(now):
+            self._heard = now  # the coordinator's silence is the broker's, not its death
+            if self.leader is not None:
+                self.leader.hold_silence()
         if self.go and now - self._heard > ws.worker_timeout_s:
             raise WorkerError(
                 f"the coordinator (worker 0) sent nothing for {now - self._heard:.1f} s; "
                 "restart every worker from the last completed checkpoint (--restore latest)"
             )
         return moved
+
+    def _bus_stalled(self, now: float) -> bool:
+        """True while the broker leaves this worker's messages unacknowledged for long
+        (see the module docstring); keeps `reason` for /status meanwhile."""
+        stalled = self.exchange.stalled_for(now)
+        if stalled < max(1.0, self.settings.workers.worker_timeout_s / 4):
+            if self._bus_reason is not None:
+                log.info("exchange_broker_back", servers=self.servers)
+                self._bus_reason = None
+            return False
+        if self._bus_reason is None:
+            log.warning("exchange_broker_silent", servers=self.servers, after_s=round(stalled, 1))
+        since = datetime.now(UTC) - timedelta(seconds=stalled)
+        self._bus_reason = (
+            f"exchange: Kafka at {self.servers} has acknowledged nothing since "
+            f"{since.isoformat(timespec='seconds')}; the job waits for it (workers' "
+            "silence is not counted meanwhile)"
+        )
+        return True
+
+    def reason(self) -> str | None:
+        return self._bus_reason or super().reason()
 
     def _lead(self) -> None:
         leader = self.leader
