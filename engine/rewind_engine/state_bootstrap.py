@@ -70,10 +70,12 @@ def bootstrap(
     parallelism: int = 1,
     max_parallelism: int = 128,
     fmt: str | None = None,
+    app: str | None = None,
 ) -> snapshots.Manifest:
     """Write a savepoint of `flow` at `dst` whose step uid holds the rows of file, for
     each (uid, file) of `states` (`fmt`, or by each file's extension). `flow_ref` is how
-    the flow was named (recorded as the manifest's `flow`)."""
+    the flow was named (recorded as the manifest's `flow`); `app`, when given, is
+    recorded as the savepoint's app (`meta.app`, as a job records its own)."""
     if not states:
         raise BootstrapError("cannot bootstrap: no step given (--uid UID --from FILE)")
     flow.validate()
@@ -109,6 +111,8 @@ def bootstrap(
         "parallelism": parallelism,
         "bootstrapped_from": {uid: str(Path(path).resolve()) for uid, path in states},
     }
+    if app:
+        meta["app"] = app
     writer = snapshots.SnapshotWriter(dst, "savepoint", snapshots.new_savepoint_id(), meta)
     with writer:
         for uid, p, op, blocks in steps:

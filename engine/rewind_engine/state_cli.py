@@ -140,6 +140,13 @@ def add_parser(sub: Any) -> None:
         help="number of key groups; the flow must run with the same"
         f" (default: {ParallelismSettings.max_parallelism})",
     )
+    boot.add_argument(
+        "--app",
+        metavar="NAME",
+        help="the application the savepoint is for: recorded as its app, so that only"
+        " that app's `--restore latest` may pick it under a shared location (default:"
+        " none recorded, as for a savepoint of no app)",
+    )
     boot.add_argument("--format", choices=state_files.FORMATS, help=_FORMAT_HELP)
     boot.set_defaults(handler=cmd_bootstrap)
 
@@ -254,6 +261,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             parallelism=args.parallelism,
             max_parallelism=args.max_parallelism,
             fmt=args.format,
+            app=args.app,
         )
     except (FlowLoadError, FlowError) as exc:
         return _error(f"cannot load flow {args.flow}: {exc}")

@@ -149,3 +149,18 @@ def test_bootstrap_refuses_what_rows_cannot_describe(
     assert "unrecognized arguments: out" in boot("per-user", "rows.jsonl", "out")
     assert "cannot tell the format of rows.txt" in boot("per-user", "rows.txt")
     assert not dst.exists()
+
+
+def test_a_bootstrap_for_an_app_is_picked_by_that_apps_restore_latest_only(
+    tmp_path: Path,
+) -> None:
+    setup(tmp_path)
+    (tmp_path / "counts.csv").write_text("key,value\nada,40\n")
+    location = f"file://{tmp_path}/snapshots"
+    dst = f"{location}/savepoints/boot"
+    done = rewind(tmp_path, "state", "bootstrap", "flow.py", "--to", dst, "--app", "shop/clicks",
+                  "--uid", "per-user", "--from", "counts.csv")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert snapshots.verify(dst).meta["app"] == "shop/clicks"
+    assert snapshots.latest(location, app="shop/clicks") == dst
+    assert snapshots.latest(location, app="shop/other") is None
