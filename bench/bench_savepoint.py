@@ -143,7 +143,10 @@ def restore_savepoint(uri: str, subtasks: int, key_groups: int) -> list[Aggregat
     """As runtime/restore.py does: every subtask's reads start, then each is restored."""
     ops = [AggregateOp(AggregateSpec(Count(), None, "batch")) for _ in range(subtasks)]
     with SnapshotReader(uri, max_parallelism=key_groups) as reader:
-        keyed = [reader.keyed_state(UID, groups) for groups in ranges(subtasks, key_groups)]
+        keyed = [
+            reader.keyed_state(UID, groups, arrays=op.restores_arrays)
+            for op, groups in zip(ops, ranges(subtasks, key_groups), strict=True)
+        ]
         for op, blocks in zip(ops, keyed, strict=True):
             op.restore(blocks, [])
     return ops

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..connectors.base import Sink, SinkContext, SinkWriter
 from ..dataflow import AggregateSpec, OnError, ProcessSpec, WindowSpec
@@ -87,6 +88,9 @@ class Operator:
     kind = "stateless"
     stateful = False
     keyed = False
+    restores_arrays = False
+    """`restore` takes keyed state whose int64 / float64 columns are numpy arrays
+    (SnapshotReader.keyed_state(arrays=True)) instead of lists."""
     on_error: OnError = "fail"
     """"side": the task sends records the function raised on to the errors port
     (step_errors.py); only the stateless steps with a user function offer it."""
@@ -195,6 +199,7 @@ class AggregateOp(Operator):
     kind = "aggregate"
     stateful = True
     keyed = True
+    restores_arrays = True
 
     def __init__(self, spec: AggregateSpec) -> None:
         super().__init__()
@@ -258,37 +263,71 @@ class AggregateOp(Operator):
         fresh = not state
         groups: list[int] = []
         sizes: list[int] = []
-        all_keys: list[Any] = []
-        all_values: list[Any] = []
+        key_parts: list[list[Any] | npt.NDArray[Any]] = []
+        value_parts: list[list[Any] | npt.NDArray[Any]] = []
         for kg, data in keyed:
             if isinstance(data, dict):  # formats 2 and 3: {"keys": [...], "values": [...]}
                 keys, values = data["keys"], data["values"]
                 if len(keys) != len(values):
                     raise ValueError(f"key group {kg}: {len(keys)} keys but {len(values)} values")
-                if list in set(map(type, keys)):
+                if isinstance(keys, list) and list in set(map(type, keys)):
                     keys = list(map(decode_key, keys))  # tuple keys were written as arrays
             else:  # format 1: [[key, value], ...]
                 keys = [decode_key(k) for k, _ in data]
                 values = [v for _, v in data]
             if self.counts is not None:
                 try:
-                    check_counts(values)
+                    _check_count_column(values)
                 except ValueError as exc:
                     raise ValueError(f"key group {kg} of a count: {exc}") from exc
-            all_keys += keys
-            all_values += values
+            key_parts.append(keys)
+            value_parts.append(values)
             groups.append(kg)
             sizes.append(len(keys))
+        # An int64 key column is taken whole: its ints are made once (tolist), and the
+        # key index takes the array itself.
+        ints = _concatenated_ints(key_parts)
+        all_keys = ints.tolist() if ints is not None else _concatenated(key_parts)
         if self.counts is not None:
-            self.counts.load(all_keys, all_values, checked=True)  # one bulk load
+            counts = _concatenated_ints(value_parts)  # a count column: no check per count
+            self.counts.load(
+                all_keys,
+                _concatenated(value_parts) if counts is None else counts,
+                checked=True,
+            )
         else:
-            state.update(zip(all_keys, all_values, strict=True))
+            state.update(zip(all_keys, _concatenated(value_parts), strict=True))
         self._index.reset()
         if fresh and len(state) == len(all_keys):
             # The state's keys are the restored ones, in key-group order: the next
             # snapshot needs to hash none of them.
             kgs = np.repeat(np.array(groups, np.int32), sizes)
-            self._index.learn(all_keys, len(all_keys), groups=kgs)
+            self._index.learn(all_keys, len(all_keys), groups=kgs, ints=ints)
+
+
+def _check_count_column(values: list[Any] | npt.NDArray[Any]) -> None:
+    if isinstance(values, np.ndarray):
+        if values.dtype != np.int64:
+            raise ValueError(f"a count must be an integer, got {values.dtype}")
+    else:
+        check_counts(values)
+
+
+def _concatenated_ints(
+    parts: list[list[Any] | npt.NDArray[Any]],
+) -> npt.NDArray[np.int64] | None:
+    """The parts as one int64 array if every part is one, else None."""
+    if parts and all(isinstance(p, np.ndarray) and p.dtype == np.int64 for p in parts):
+        return np.concatenate(parts)
+    return None
+
+
+def _concatenated(parts: list[list[Any] | npt.NDArray[Any]]) -> list[Any]:
+    """The parts as one list; array parts as Python ints / floats (tolist)."""
+    out: list[Any] = []
+    for part in parts:
+        out += part.tolist() if isinstance(part, np.ndarray) else part
+    return out
 
 
 class ProcessOp(Operator):
@@ -383,7 +422,8 @@ class WindowOp(Operator):
         if not fired:
             heapq.heappush(self._fire_heap, (end, next(self._seq), key, start))
         heapq.heappush(
-            self._clean_heap, (end - 1 + self.lateness, next(self._seq), key, start, end)
+            self._clean_heap,
+            (end - 1 + self.lateness, next(self._seq), key, start, end),
         )
 
     def _result(self, key: Any, start: int, end: int, acc: Any) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def restore_tasks(
                 keyed: Any = ()
                 if task.op.keyed:
                     kgs = key_group_range(task.index, task.parallelism, max_parallelism)
-                    keyed = reader.keyed_state(task.uid, kgs)
+                    keyed = reader.keyed_state(task.uid, kgs, arrays=task.op.restores_arrays)
                 restoring.append((task, keyed))
             for task, keyed in restoring:
                 op = task.op
