@@ -23,13 +23,12 @@ through the control topic (control_bus.py); worker 0 also runs the job's coordin
    coordinator silent for `worker_timeout_s` end it with a clear error.
 
 A broker that stops answering silences every worker at once; that is not a dead worker.
-So silence only counts while this worker's own messages are acknowledged: when the
-broker has left a control message waiting for `worker_timeout_s / 4` (at least 1 s;
-`_bus_stalled`), the clocks of
-silence stand still, `/status` says why in `reason`, and the job waits. Records and
-barriers stay queued in the producer (idempotent, in order) and flow again when the
-broker is back, so the outcome is exact. A broker gone for longer than the producer's
-`message.timeout.ms` fails a delivery, and with it the job (a full restart then).
+So silence only counts while the broker acknowledges this worker's control messages:
+once it has left one waiting for `worker_timeout_s / 4` (at least 1 s; `_bus_stalled`),
+the clocks of silence stand still, `/status` says why in `reason`, and the job waits.
+Records and barriers stay queued in the producer (idempotent, in order) and flow again
+when the broker is back, so the outcome is exact. A broker gone for longer than the
+producer's `message.timeout.ms` fails a delivery, and with it the job (a full restart).
 """
 
 from __future__ import annotations
