@@ -194,6 +194,10 @@ class Exchange:
                 return
             except BufferError:
                 self.producer.poll(0.005)  # the local queue is full: let it drain
+            except KafkaException as exc:  # e.g. a partition gone with its deleted topic
+                raise ExchangeError(
+                    f"exchange message to {topic}[{partition}] failed: {exc.args[0]}"
+                ) from exc
 
     def has_space(self) -> bool:
         return len(self.producer) < self.queue_limit
