@@ -182,7 +182,7 @@ def _check_service_range(state: State) -> None:
     etcd = state.data("etcd")
     made = etcd.is_dir() and any(etcd.iterdir())
     if made and (not recorded.exists() or recorded.read_text().strip() != wanted):
-        was = recorded.read_text().strip() if recorded.exists() else "10.96.0.0/24"
+        was = recorded.read_text().strip() if recorded.exists() else "another range"
         raise ClusterError(
             f"this cluster's etcd was made with Services in {was}; they now come from"
             f" {wanted}, inside the 198.18.0.0/15 test range. Start anew:"
