@@ -57,6 +57,54 @@ def test_callable_formats_are_used_as_is() -> None:
     assert decoder(lambda b: b[::-1])(b"ab") == b"ba"
 
 
+JSON_TEXTS = [
+    b'{"post":"p1","kind":"view"}',
+    b' {"a": [1, 2.5, null, true]} ',
+    b'"text"',
+    b"-12",
+    b"NaN",
+    '{"a":"\u00e9"}'.encode(),
+    b'\xef\xbb\xbf{"bom":1}',  # UTF-8 with a byte-order mark
+    '{"wide":"\u00e9"}'.encode("utf-16"),  # json.loads detects UTF-16 too
+]
+
+
+@pytest.mark.parametrize("data", JSON_TEXTS)
+def test_json_decoder_reads_what_json_loads_reads(data: bytes) -> None:
+    # The fast path (the C scanner called directly) must not change any result.
+    decoded, expected = decoder("json")(data), json.loads(data)
+    assert json.dumps(decoded) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("data", [b'{"a":1} x', b"{", b"", b"\xff", b'{"a":1}{"b":2}'])
+def test_json_decoder_refuses_what_json_loads_refuses(data: bytes) -> None:
+    with pytest.raises(ValueError) as fast:  # JSONDecodeError and UnicodeDecodeError
+        decoder("json")(data)
+    with pytest.raises(ValueError) as stdlib:
+        json.loads(data)
+    assert type(fast.value) is type(stdlib.value)
+    assert str(fast.value) == str(stdlib.value)
+
+
+@pytest.mark.parametrize(
+    "value", [{"post": "p1", "count": 3}, [1, "\u00e9", None], "x", 7, 2.5, True, {"n": {}}]
+)
+def test_json_encoder_writes_compact_utf8_like_json_dumps(value: object) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert encoder("json")(value) == expected
+
+
+def test_json_encoder_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encoder("json")({"a": object()})
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(RecursionError):
+        encoder("json")(circular)
+    # An error leaves nothing behind: the next record encodes as usual.
+    assert encoder("json")({"a": [1]}) == b'{"a":[1]}'
+
+
 def test_decode_error_names_topic_partition_offset() -> None:
     err = RecordDecodeError("posts", 3, 1234, "value", ValueError("bad json"))
     assert "topic 'posts' partition 3 offset 1234" in str(err)
