@@ -142,10 +142,12 @@ class Exchange:
     # -- topics ---------------------------------------------------------------------
 
     def ensure_topics(self, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-        """Create the topics that do not exist yet (name -> partitions)."""
+        """Create the topics that do not exist yet (name -> partitions); refuse one that
+        exists with fewer partitions than the job needs."""
         if not topics:
             return
         new = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()]
+        existing: list[str] = []
         for topic, future in self.admin.create_topics(new, request_timeout=timeout_s).items():
             try:
                 future.result()
@@ -153,6 +155,31 @@ class Exchange:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise ExchangeError(f"cannot create exchange topic {topic}: {exc}") from exc
+                existing.append(topic)
+        if existing:
+            self._check_partitions({t: topics[t] for t in existing}, timeout_s)
+
+    def _check_partitions(self, topics: dict[str, int], timeout_s: float) -> None:
+        # A topic deleted under a running job is created again by the broker, with its
+        # default partition count, as soon as a dying worker writes to it (Kafka's
+        # auto.create.topics.enable); a restart would then wait forever for partitions
+        # that do not exist. The exchange is always read from its end (every record is
+        # tagged with its run's attempt), so deleting such a topic loses nothing.
+        try:
+            metadata = self.admin.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise ExchangeError(f"cannot describe the exchange topics: {exc}") from exc
+        for topic, needed in sorted(topics.items()):
+            found = metadata.get(topic)
+            have = 0 if found is None else len(found.partitions)
+            if have < needed:
+                raise ExchangeError(
+                    f"exchange topic {topic} has {have} partition(s), but this job needs "
+                    f"{needed}: it was probably deleted while the job ran and created "
+                    "again by the broker (auto.create.topics.enable). Delete it "
+                    f"(kafka-topics.sh --delete --topic {topic}) and start the job again; "
+                    "the exchange is read from its end, so nothing is lost"
+                )
 
     def end_offsets(self, tps: Iterable[TP], timeout_s: float = 60.0) -> dict[TP, int]:
         """The end offset of every partition; retried while new topics get leaders."""
