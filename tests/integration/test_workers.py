@@ -19,7 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,32 @@ def as_multiset(records: list[dict[str, Any]]) -> Counter[str]:
 def get(control: str, path: str) -> Any:
     with urllib.request.urlopen(f"http://{control}{path}", timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def wait_status(
+    procs: list[subprocess.Popen[bytes]],
+    control: str,
+    ready: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any]:
+    """Poll the coordinator's /status until `ready` says yes; return that status.
+
+    The coordinator (procs[0]) must stay alive meanwhile; a refused connection (its
+    control server not up yet) is only a reason to ask again.
+    """
+    while True:
+        assert procs[0].poll() is None, "the coordinator exited early"
+        try:
+            status: dict[str, Any] | None = get(control, "/status")
+        except OSError:
+            status = None
+        if status is not None and ready(status):
+            return status
+        time.sleep(0.1)
+
+
+def wait_checkpoint(procs: list[subprocess.Popen[bytes]], control: str) -> dict[str, Any]:
+    """Wait until the job has completed a global checkpoint; return that status."""
+    return wait_status(procs, control, lambda status: status["last_checkpoint"] is not None)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -182,14 +208,7 @@ def test_a_killed_worker_fails_the_job_and_a_restart_from_latest_is_exact(
     procs = start_workers(
         tmp_path, kafka_bootstrap, 3, job, *args, control=control, flow_args=flow_args
     )
-    while True:  # until a global checkpoint completed (then a restart has one to use)
-        assert procs[0].poll() is None, "the coordinator exited early"
-        try:
-            if get(control, "/status")["last_checkpoint"] is not None:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_checkpoint(procs, control)  # then a restart has one to use
     time.sleep(rnd.uniform(0.2, 1.0))
     victim = rnd.choice([1, 2])
     procs[victim].send_signal(signal.SIGKILL)
@@ -219,14 +238,7 @@ def test_a_savepoint_at_2_workers_restores_at_3_and_at_1(
         control=control,
         flow_args=("--out", str(before_out), "--total", str(TOTAL), "--rate", "2000"),
     )
-    while True:
-        assert procs[0].poll() is None, "the coordinator exited early"
-        try:
-            if get(control, "/status")["records_out"] >= 500:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_status(procs, control, lambda status: status["records_out"] >= 500)
     stopped = cli("stop", "--control", control)
     assert stopped.returncode == 0, stopped.stderr
     uri = stopped.stdout.strip().splitlines()[-1]
@@ -291,14 +303,7 @@ def test_a_broker_frozen_for_30_s_makes_the_job_wait_and_it_ends_exact(
         tmp_path, broker.bootstrap, 2, job, "--checkpoint-interval", "0.5",
         "--max-parallelism", "16", control=control, flow_args=flow_args,
     )  # fmt: skip
-    while True:
-        assert procs[0].poll() is None, "the coordinator exited early"
-        try:
-            if get(control, "/status")["last_checkpoint"] is not None:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_checkpoint(procs, control)
     broker.freeze()
     reasons = []
     try:
@@ -329,14 +334,7 @@ def test_an_exchange_topic_deleted_under_the_job_fails_it_naming_the_topic(
         tmp_path, kafka_bootstrap, 2, job, "--checkpoint-interval", "0.3",
         control=control, flow_args=flow_args,
     )  # fmt: skip
-    while True:
-        assert procs[0].poll() is None, "the coordinator exited early"
-        try:
-            if get(control, "/status")["last_checkpoint"] is not None:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_checkpoint(procs, control)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     [edge] = [
         t for t in admin.list_topics(timeout=30).topics
