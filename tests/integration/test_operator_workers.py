@@ -72,6 +72,36 @@ def operator(
             future.result()
 
 
+def app_body(
+    out: Path, bucket: str, kafka_secret: str, *, workers: int, checkpoint_interval: str
+) -> dict[str, Any]:
+    """StreamApp pa running v1 on `workers` workers (one task each), its counts in `out`,
+    its state under s3://`bucket`/pa and its exchange through `kafka_secret`."""
+    return {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "StreamApp",
+        "metadata": {"name": "pa"},
+        "spec": {
+            "image": V1,
+            "flow": "flow.py",
+            "workers": workers,
+            "parallelism": workers,
+            "maxParallelism": 128,
+            "exchange": {"credentialsSecret": kafka_secret},
+            "env": [
+                {"name": "REWIND_OUT", "value": str(out)},
+                {"name": "REWIND_RATE", "value": "300"},
+            ],
+            "snapshots": {
+                "location": f"s3://{bucket}/pa",
+                "credentialsSecret": "s3-creds",
+                "checkpointInterval": checkpoint_interval,
+                "savepointTimeout": "60s",
+            },
+        },
+    }
+
+
 def app_status(namespace: str, cluster: ClusterEnv) -> dict[str, Any]:
     return dict(((get("sapp", "pa", namespace, cluster) or {}).get("status")) or {})
 
@@ -132,30 +162,8 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
-    body = {
-        "apiVersion": "rewind.dev/v1alpha1",
-        "kind": "StreamApp",
-        "metadata": {"name": "pa"},
-        "spec": {
-            "image": V1,
-            "flow": "flow.py",
-            "workers": 2,
-            "parallelism": 2,
-            "maxParallelism": 128,
-            "exchange": {"credentialsSecret": kafka_secret},
-            "env": [
-                {"name": "REWIND_OUT", "value": str(out)},
-                {"name": "REWIND_RATE", "value": "300"},
-            ],
-            "snapshots": {
-                "location": f"s3://{s3_bucket}/pa",
-                "credentialsSecret": "s3-creds",
-                "checkpointInterval": "2s",
-                "savepointTimeout": "60s",
-            },
-            "rollback": {"enabled": True, "readinessTimeout": "180s"},
-        },
-    }
+    body = app_body(out, s3_bucket, kafka_secret, workers=2, checkpoint_interval="2s")
+    body["spec"]["rollback"] = {"enabled": True, "readinessTimeout": "180s"}
     assert apply(namespace, body, cluster).returncode == 0
     st = wait_running(namespace, cluster, V1, 2)
     assert [w["index"] for w in st["job"]["workers"]] == [0, 1]
@@ -228,30 +236,7 @@ def test_three_workers_with_a_random_worker_killed_three_times_count_exactly(
     # restarts and the job restores its last completed global checkpoint (a full
     # restart). Whatever the timing, the committed counts must be exact at the end.
     out = tmp_path / "out"
-    location = f"s3://{s3_bucket}/pa"
-    body = {
-        "apiVersion": "rewind.dev/v1alpha1",
-        "kind": "StreamApp",
-        "metadata": {"name": "pa"},
-        "spec": {
-            "image": V1,
-            "flow": "flow.py",
-            "workers": 3,
-            "parallelism": 3,
-            "maxParallelism": 128,
-            "exchange": {"credentialsSecret": kafka_secret},
-            "env": [
-                {"name": "REWIND_OUT", "value": str(out)},
-                {"name": "REWIND_RATE", "value": "300"},
-            ],
-            "snapshots": {
-                "location": location,
-                "credentialsSecret": "s3-creds",
-                "checkpointInterval": "1s",
-                "savepointTimeout": "60s",
-            },
-        },
-    }
+    body = app_body(out, s3_bucket, kafka_secret, workers=3, checkpoint_interval="1s")
     assert apply(namespace, body, cluster).returncode == 0
     st = wait_running(namespace, cluster, V1, 3)
     rng = random.Random(int(time.time()))
