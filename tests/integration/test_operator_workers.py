@@ -132,6 +132,19 @@ def wait_running(namespace: str, cluster: ClusterEnv, image: str, workers: int) 
     return wait_until(f"pa running {image} at {workers} workers", check)
 
 
+def suspend(body: dict[str, Any], namespace: str, cluster: ClusterEnv) -> dict[str, Any]:
+    """Apply `body` suspended, wait for pa to be Suspended; return its final savepoint."""
+    body["spec"]["state"] = "suspended"
+    assert apply(namespace, body, cluster).returncode == 0
+    wait_until("pa suspended", lambda: app_status(namespace, cluster).get("phase") == "Suspended")
+    [final] = [
+        s
+        for s in items("sp", namespace, cluster)
+        if s["spec"]["reason"] == "suspend" and s["status"].get("phase") == "Completed"
+    ]
+    return final
+
+
 def check_counts(out: Path, sources: dict[str, Any]) -> None:
     """Committed counts equal the exact counts of the events consumed; none twice."""
     expected: collections.Counter[tuple[int, str]] = collections.Counter()
@@ -192,14 +205,7 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
     assert hashes == {st["workloadHash"]}, "every worker runs the new version"
 
     # A final savepoint (suspend): the counts are exact across the rescale.
-    body["spec"]["state"] = "suspended"
-    assert apply(namespace, body, cluster).returncode == 0
-    wait_until("pa suspended", lambda: app_status(namespace, cluster).get("phase") == "Suspended")
-    [final] = [
-        s
-        for s in items("sp", namespace, cluster)
-        if s["spec"]["reason"] == "suspend" and s["status"].get("phase") == "Completed"
-    ]
+    final = suspend(body, namespace, cluster)
     consumed = sum(final["status"]["sources"]["post-events"].values())
     at_upgrade = sum(upgrade["status"]["sources"]["post-events"].values())
     assert consumed > at_upgrade > 0, "v2 went on reading after the savepoint"
@@ -264,14 +270,7 @@ def test_three_workers_with_a_random_worker_killed_three_times_count_exactly(
     )
     assert restarts >= 3, f"killed workers {killed}, but the pods restarted {restarts} times"
 
-    body["spec"]["state"] = "suspended"
-    assert apply(namespace, body, cluster).returncode == 0
-    wait_until("pa suspended", lambda: app_status(namespace, cluster).get("phase") == "Suspended")
-    [final] = [
-        s
-        for s in items("sp", namespace, cluster)
-        if s["spec"]["reason"] == "suspend" and s["status"].get("phase") == "Completed"
-    ]
+    final = suspend(body, namespace, cluster)
     check_counts(out, final["status"]["sources"])
     # The savepoint's own state agrees with the sink: the same count for every key.
     read = subprocess.run(
