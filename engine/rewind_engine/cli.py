@@ -34,12 +34,12 @@ from typing import Any
 import structlog
 
 from . import control, logs, snapshots, state_cli, state_rows, termination
+from .cli_options import add_parallelism_options
 from .flowload import FlowLoadError, load_flow
 from .runtime import preflight
 from .runtime.job import Job
 from .runtime.restore import RestoreError
 from .settings import (
-    ParallelismSettings,
     RuntimeSettings,
     Settings,
     SnapshotSettings,
@@ -104,20 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop snapshot state whose uid the flow no longer has (default: refuse)",
     )
-    run.add_argument(
-        "--parallelism",
-        type=int,
-        default=None,
-        metavar="N",
-        help="subtasks per step (default: 1, or --workers)",
-    )
-    run.add_argument(
-        "--max-parallelism",
-        type=int,
-        default=ParallelismSettings.max_parallelism,
-        metavar="M",
-        help="number of key groups, the upper bound of any later parallelism; fixed for"
-        f" the life of the state (default: {ParallelismSettings.max_parallelism})",
+    add_parallelism_options(
+        run, default=None, note="no fewer than --workers (default: 1, or --workers)"
     )
     run.add_argument(
         "--snapshots",

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from . import snapshots, state_files, state_rows
+from .cli_options import add_parallelism_options
 from .dataflow import FlowError
 from .flowload import FlowLoadError, load_flow
-from .settings import ParallelismSettings
 
 _FORMAT_HELP = "format of the files (default: by extension: .jsonl, .csv, .parquet)"
 
@@ -124,22 +124,7 @@ def add_parser(sub: Any) -> None:
         help="the rows of the --uid before it",
     )
     boot.add_argument("--to", required=True, metavar="DST", help="where to write the savepoint")
-    boot.add_argument(
-        "--parallelism",
-        type=int,
-        default=1,
-        metavar="N",
-        help="subtasks of steps without their own parallelism; any later run may use"
-        " another (default: 1)",
-    )
-    boot.add_argument(
-        "--max-parallelism",
-        type=int,
-        default=ParallelismSettings.max_parallelism,
-        metavar="M",
-        help="number of key groups; the flow must run with the same"
-        f" (default: {ParallelismSettings.max_parallelism})",
-    )
+    add_parallelism_options(boot, default=1, note="any later run may use another (default: 1)")
     boot.add_argument(
         "--app",
         metavar="NAME",
