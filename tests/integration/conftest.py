@@ -5,9 +5,12 @@ this process's environment (so boto3, the Kubernetes client and child processes 
 it) and stops it at the end only if it started it. `namespace` and `s3_bucket` give each
 test a fresh, uniquely named place that is removed afterwards.
 
-Two rules keep a long-lived local cluster healthy and the README's order true:
+Three rules keep a long-lived local cluster (and its machine) healthy and the README's
+order true:
 - the demo's test runs first (`make demo`, then `make test`, on one cluster), and its
   operator release stays installed while the other tests run;
+- no private broker of an earlier session outlives it: `leftover_brokers_swept` ends
+  those whose session died by a signal before its teardown (dev/leftovers.py);
 - no test namespace is left Terminating: apps are deleted with their namespace, and at
   the end of the session the finalizers of apps whose operator is gone are removed
   (a stuck namespace keeps kube-apiserver and etcd busy for good); the session fails if
@@ -30,7 +33,7 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dev import devcluster
+from dev import devcluster, leftovers
 from dev.devcluster import ClusterEnv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +67,15 @@ def cluster() -> Iterator[ClusterEnv]:
                 os.environ[k] = v
         if started:
             devcluster.down()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leftover_brokers_swept() -> None:
+    """Kill the private Kafka brokers (test_kafka_outage.Broker) that earlier sessions
+    recorded and could not stop: their session is gone, they still run."""
+    killed = leftovers.sweep(leftovers.folder())
+    if killed:
+        print(f"killed private brokers left by earlier sessions: pids {killed}")
 
 
 def _unique(prefix: str, request: pytest.FixtureRequest, limit: int) -> str:

@@ -3,7 +3,9 @@
 These tests need a broker they may stop, so each runs its own single-node KRaft broker
 (the same jars `dev/cluster` uses, on free loopback ports) instead of the shared one.
 "Unreachable" is a frozen broker (SIGSTOP): connections stay open and requests time out,
-as with a network partition. The job runs in this process (the runtime's `Job`) with an
+as with a network partition. Each broker is recorded (dev/leftovers.py) while it runs,
+so that if this test process dies by a signal (no teardown), the next session's sweep
+(conftest.py) ends the JVM. The job runs in this process (the runtime's `Job`) with an
 exactly-once Kafka sink; afterwards a read_committed consumer must see every count
 exactly once. While the broker is frozen, the job's control API must keep answering.
 """
@@ -34,6 +36,7 @@ from rewind_engine.runtime.job import Job
 from rewind_engine.settings import Settings, SnapshotSettings
 from rewind_engine.testing import free_port, read_committed_json
 
+from dev import leftovers
 from dev.plane import pins
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -86,12 +89,16 @@ class Broker:
             check=True,
             capture_output=True,
         )
+        self.props = props
         self.argv = [*self.jvm, "kafka.Kafka", str(props)]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.record: Path | None = None
 
     def start(self) -> None:
         with (self.home / "stdout.log").open("ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        markers = ["kafka.Kafka", str(self.props)]
+        self.record = leftovers.record(leftovers.folder(), self.proc.pid, markers)
 
     def wait_ready(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -119,6 +126,8 @@ class Broker:
             self.thaw()
             self.proc.kill()
             self.proc.wait()
+        if self.record is not None:
+            leftovers.forget(self.record)
 
 
 @pytest.fixture
