@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from rewind_engine.testing import free_port, read_jsonl
 
 from .test_kafka_outage import Broker, broker  # noqa: F401 - the fixture (a private broker)
@@ -322,18 +323,16 @@ def test_a_broker_frozen_for_30_s_makes_the_job_wait_and_it_ends_exact(
 
 
 def test_an_exchange_topic_deleted_under_the_job_fails_it_naming_the_topic(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, reference: list[dict[str, Any]]
 ) -> None:
-    # A restart on the same broker is not tested: the dev broker auto-creates the topic
-    # again with one partition when the old workers write to it, and a restart then
-    # hangs (left open in issue 14).
     job = job_name()
+    out = tmp_path / "out"
     control = f"127.0.0.1:{free_port()}"
-    flow_args = ("--out", str(tmp_path / "out"), "--total", str(TOTAL), "--rate", "3000")
+    flow_args = ("--out", str(out), "--total", str(TOTAL), "--rate", "3000")
+    args = ("--restore", "latest", "--checkpoint-interval", "0.3")
     procs = start_workers(
-        tmp_path, kafka_bootstrap, 2, job, "--checkpoint-interval", "0.3",
-        control=control, flow_args=flow_args,
-    )  # fmt: skip
+        tmp_path, kafka_bootstrap, 2, job, *args, control=control, flow_args=flow_args
+    )
     wait_checkpoint(procs, control)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     [edge] = [
@@ -345,3 +344,25 @@ def test_an_exchange_topic_deleted_under_the_job_fails_it_naming_the_topic(
     assert wait_all(procs) == [1, 1], "the job ended as if nothing had happened"
     logs = "".join(p.read_text() for p in tmp_path.glob(f"{job}-w*.log"))
     assert f"exchange message to {edge}[" in logs, "the error names the topic"
+
+    # What the dev broker does when a dying worker still writes to the topic
+    # (auto.create.topics.enable, num.partitions=1), made certain here: the topic is back
+    # with one partition where the job needs more. A restart refuses it, saying what to do.
+    topics = admin.list_topics(timeout=30).topics
+    if edge not in topics:
+        for future in admin.create_topics([NewTopic(edge, 1, 1)]).values():
+            future.result()
+    else:
+        assert len(topics[edge].partitions) == 1, "the broker made it again at its default"
+    procs = start_workers(tmp_path, kafka_bootstrap, 2, job, *args, flow_args=flow_args)
+    assert all(code != 0 for code in wait_all(procs)), "a restart ran on a 1-partition edge"
+    logs = "".join(p.read_text() for p in tmp_path.glob(f"{job}-w*.log"))
+    assert re.search(rf"exchange topic {edge} has 1 partition\(s\), but this job needs \d+", logs)
+    assert f"kafka-topics.sh --delete --topic {edge}" in logs, "the fix is named"
+
+    # Done as told, the restart from the last checkpoint completes, exact.
+    for future in admin.delete_topics([edge], request_timeout=60).values():
+        future.result()
+    procs = start_workers(tmp_path, kafka_bootstrap, 2, job, *args, flow_args=flow_args)
+    assert wait_all(procs) == [0, 0]
+    assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
