@@ -22,6 +22,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -66,6 +67,15 @@ class _FlowArgsParser(argparse.ArgumentParser):
             extras = extras[1:]
         ns.flow_args = [*getattr(ns, "flow_args", []), *extras]
         return ns, []
+
+
+def _job_pattern(text: str) -> str:
+    """A --retire-exchange-of value: refused at once when it is not a regular expression."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({exc}): {text!r}") from exc
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         f" (default: {WorkerSettings.worker_timeout_s:g})",
     )
     run.add_argument(
+        "--retire-exchange-of",
+        type=_job_pattern,
+        default=None,
+        metavar="REGEX",
+        help="job ids (matched in full) whose exchange topics worker 0 deletes once this"
+        " job's first snapshot is committed: the older versions of the same app (the"
+        " operator sets it; default: none)",
+    )
+    run.add_argument(
         "--preflight",
         action="store_true",
         help="only check that the flow restores from --restore (every uid maps, every state"
@@ -299,6 +318,7 @@ def _run(args: argparse.Namespace) -> int:
     settings.workers.workers = args.workers
     settings.workers.worker = args.worker_index
     settings.workers.worker_timeout_s = args.worker_timeout
+    settings.workers.retire_jobs = args.retire_exchange_of
     settings.parallelism.max_parallelism = args.max_parallelism
     settings.snapshots.location = args.snapshots
     settings.snapshots.checkpoint_interval_s = args.checkpoint_interval or None

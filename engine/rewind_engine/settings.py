@@ -128,6 +128,12 @@ class WorkerSettings:
     """Records per exchange message at most (about 250 KB of small JSON-like records,
     far below Kafka's 1 MB default message limit)."""
 
+    retire_jobs: str | None = None
+    """A regular expression of job ids (matched in full) whose exchange and control
+    topics this job deletes once its first snapshot is committed: the older versions of
+    the same app, which never run beside it again (a rollback makes its topics anew).
+    The operator sets it to `<namespace>.<app>.<hex deployment id>`; None: none."""
+
 
 @dataclass
 class Settings:

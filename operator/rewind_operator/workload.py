@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from rewind_operator.models import StreamAppSpec, parse_duration
@@ -85,6 +86,14 @@ def job_id(app: str) -> str:
     return f"$(POD_NAMESPACE).{app}.$({DEPLOYMENT_ID_ENV})"
 
 
+def older_jobs(app: str) -> str:
+    """What `job_id` is for any version of the app (a regular expression over job ids):
+    worker 0 of a new version deletes the exchange topics of the others once its first
+    snapshot is committed (`rewind run --retire-exchange-of`). The deployment id is a
+    hex digest, so no other app's ids match, whatever dots or dashes its name holds."""
+    return rf"$(POD_NAMESPACE)\.{re.escape(app)}\.[0-9a-f]+"
+
+
 def selector_labels(app: str) -> dict[str, str]:
     """Labels that select the app's engine pods."""
     return {"app.kubernetes.io/name": "rewind-engine", APP_LABEL: app}
@@ -100,9 +109,11 @@ def labels(app: str) -> dict[str, str]:
     }
 
 
-def engine_args(spec: StreamAppSpec, restore: str | None, job: str | None = None) -> list[str]:
+def engine_args(
+    spec: StreamAppSpec, restore: str | None, job: str | None = None, retire: str | None = None
+) -> list[str]:
     """The `rewind run` arguments (see docs/CONTRACTS.md, engine pod command); `job` is
-    the shared job id of a job of several workers."""
+    the shared job id of a job of several workers, `retire` its older versions' ids."""
     args = [
         "run",
         spec.flow,
@@ -120,6 +131,8 @@ def engine_args(spec: StreamAppSpec, restore: str | None, job: str | None = None
         args += ["--checkpoint-interval", f"{seconds:g}"]
     if job is not None:
         args += ["--job-id", job]
+    if retire is not None:
+        args += ["--retire-exchange-of", retire]
     if restore is not None:
         args += ["--restore", restore]
         if spec.restore.allow_non_restored_state:
@@ -157,7 +170,11 @@ def _container(app: str, spec: StreamAppSpec, restore: str | None) -> dict[str, 
         "command": ["rewind"],
         # Every worker serves the control API on its own pod IP (its probes, and a
         # stopped worker waits there to be terminated); the operator uses worker 0's.
-        "args": engine_args(spec, restore, job_id(app) if several else None),
+        "args": (
+            engine_args(spec, restore, job_id(app), older_jobs(app))
+            if several
+            else engine_args(spec, restore)
+        ),
         "env": env,
         "ports": [{"name": "control", "containerPort": CONTROL_PORT, "protocol": "TCP"}],
         "readinessProbe": {

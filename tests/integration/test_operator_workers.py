@@ -187,6 +187,14 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
     pods = sorted(p["metadata"]["name"] for p in items("pods", namespace, cluster))
     assert pods == ["pa-engine-0", "pa-engine-1"]
     assert cluster.kafka_bootstrap not in json.dumps(st), "the Secret's value stays out"
+    admin = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+
+    def topics_of(workload_hash: str) -> list[str]:
+        prefix = f"rewind-{namespace}.pa.{workload_hash}-"
+        return [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+
+    v1_hash = st["workloadHash"]
+    assert topics_of(v1_hash), "v1's exchange and control topics"
 
     # v1 at 2 workers -> v2 at 3 workers: worker 0's stop-with-savepoint, then v2 from it.
     body["spec"].update(image=V2, workers=3, parallelism=3)
@@ -203,6 +211,9 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
         for p in items("pods", namespace, cluster)
     }
     assert hashes == {st["workloadHash"]}, "every worker runs the new version"
+    # v2's first checkpoint retires v1's topics (--retire-exchange-of), not its own.
+    wait_until("v1's exchange topics to be deleted", lambda: not topics_of(v1_hash))
+    assert topics_of(st["workloadHash"]), "v2 keeps its own topics"
 
     # A final savepoint (suspend): the counts are exact across the rescale.
     final = suspend(body, namespace, cluster)

@@ -366,3 +366,34 @@ def test_an_exchange_topic_deleted_under_the_job_fails_it_naming_the_topic(
     procs = start_workers(tmp_path, kafka_bootstrap, 2, job, *args, flow_args=flow_args)
     assert wait_all(procs) == [0, 0]
     assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
+
+
+def test_a_new_version_retires_the_exchange_topics_of_the_older_ones(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # Job ids as the operator gives them (<namespace>.<app>.<hex deployment id>): v1 of
+    # app "a" runs and ends, leaving its topics; so does an app whose name begins the
+    # same; v2 of "a", told to retire "a"'s older versions, deletes only v1's.
+    base = job_name()
+    v1, v2, other = f"{base}.0a1b", f"{base}.2c3d", f"{base}-b.0a1b"
+    JOBS.extend([v1, v2, other])
+    flow_args = ("--total", "2000")
+
+    def run(job: str, *args: str) -> None:
+        out = ("--out", str(tmp_path / job))
+        procs = start_workers(
+            tmp_path, kafka_bootstrap, 2, job, *args, flow_args=(*out, *flow_args)
+        )
+        assert wait_all(procs) == [0, 0], job
+
+    def topics_of(job: str) -> list[str]:
+        names = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=30).topics
+        return sorted(t for t in names if t.startswith(f"rewind-{job}-"))
+
+    run(v1)
+    run(other)
+    assert topics_of(v1) and topics_of(other), "a job of 2 workers makes exchange topics"
+    run(v2, "--retire-exchange-of", rf"{re.escape(base)}\.[0-9a-f]+")
+    assert topics_of(v1) == [], "v1's topics outlived v2's first snapshot"
+    assert topics_of(other), "another app's topics were deleted"
+    assert topics_of(v2), "v2 deleted its own topics"

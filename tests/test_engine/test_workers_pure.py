@@ -4,6 +4,7 @@ wire format, the remote channel's batching, and merging worker parts into a mani
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -14,7 +15,14 @@ from rewind_engine.runtime.coordinator import SnapshotRequest
 from rewind_engine.runtime.elements import Barrier, Batch, Watermark
 from rewind_engine.runtime.exchange import RemoteChannel
 from rewind_engine.runtime.global_checkpoint import GlobalCoordinator
-from rewind_engine.runtime.placement import Placement, edge_topic, partition_of, split_subtask
+from rewind_engine.runtime.placement import (
+    Placement,
+    control_topic,
+    edge_topic,
+    of_retired_job,
+    partition_of,
+    split_subtask,
+)
 from rewind_engine.snapshots import (
     SnapshotError,
     StepState,
@@ -68,6 +76,21 @@ def test_topic_names_are_valid_kafka_names_and_stable() -> None:
     long = edge_topic("j" * 300, "a", "b", 1)
     assert len(long) <= 249 and long == edge_topic("j" * 300, "a", "b", 1)
     assert split_subtask("gen-3", 4) == split_subtask("gen-3", 4)
+
+
+def test_only_the_topics_of_older_versions_of_the_same_app_are_retired() -> None:
+    # The operator's job ids: <namespace>.<app>.<hex deployment id>; apps may hold dots
+    # and dashes, and hex-looking words, so the pattern must not reach another app.
+    older = re.compile(r"ns\.a\.[0-9a-f]+")
+    own = "ns.a.2c3d"
+    for job in ("ns.a.0a1b", "ns.a.ffff0000"):
+        assert of_retired_job(edge_topic(job, "by-post", "count", 0), older, own)
+        assert of_retired_job(control_topic(job), older, own)
+    for job in (own, "ns.a.b.0a1b", "ns.a-1.0a1b", "ns.ab.0a1b", "nsx.a.0a1b", "ns.a.0a1g"):
+        assert not of_retired_job(edge_topic(job, "by-post", "count", 0), older, own), job
+        assert not of_retired_job(control_topic(job), older, own), job
+    assert not of_retired_job("orders", older, own)
+    assert not of_retired_job("rewind-ns.a.0a1b", older, own), "not a topic of ours"
 
 
 def test_the_exchange_codec_round_trips_every_element_in_order() -> None:

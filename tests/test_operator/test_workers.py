@@ -5,6 +5,7 @@ crashing pod)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,13 @@ def test_several_workers_are_a_statefulset_that_replaces_all_of_them_at_once() -
     assert env["REWIND_DEPLOYMENT_ID"]["value"] == digest
     args = container["args"]
     assert args[args.index("--job-id") + 1] == "$(POD_NAMESPACE).pa.$(REWIND_DEPLOYMENT_ID)"
+    # As Kubernetes expands it: every version of pa in ns, and nothing else.
+    older = re.compile(
+        args[args.index("--retire-exchange-of") + 1].replace("$(POD_NAMESPACE)", "ns")
+    )
+    assert older.fullmatch(f"ns.pa.{digest}") and older.fullmatch("ns.pa.0123abcd")
+    for other in ("ns.pa.b.0123abcd", "ns.pa-2.0123abcd", "ns2.pa.0123abcd", "ns.pa.x"):
+        assert not older.fullmatch(other), other
     assert args[args.index("--control") + 1] == "$(POD_IP):8081"
     assert container["envFrom"] == [
         {"secretRef": {"name": "s3-creds"}},
@@ -147,6 +155,7 @@ def test_one_worker_stays_the_deployment_of_before() -> None:
     names = {e["name"] for e in container["env"]}
     assert not names & {"REWIND_WORKERS", "REWIND_WORKER_INDEX", "REWIND_KAFKA_BOOTSTRAP"}
     assert "--job-id" not in container["args"]
+    assert "--retire-exchange-of" not in container["args"]
     assert "apps.kubernetes.io/pod-index" not in workload.service("pa")["spec"]["selector"]
 
 

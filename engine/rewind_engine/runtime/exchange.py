@@ -38,6 +38,8 @@ could hold back the barrier that ends the alignment).
 from __future__ import annotations
 
 import functools
+import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -52,9 +54,13 @@ from ..connectors.kafka.config import admin_config, consumer_config, producer_co
 from . import exchange_codec
 from .channels import LocalChannel
 from .elements import Barrier, Batch, Element, Watermark
+from .placement import of_retired_job
 from .tasks import Task
 
 log = structlog.get_logger("rewind.exchange")
+
+RETIRE_WAIT_S = 30.0
+"""How long closing waits for older jobs' topics to be deleted (one list, one delete)."""
 
 TP = tuple[str, int]
 
@@ -99,6 +105,7 @@ class Exchange:
         cconf["isolation.level"] = "read_uncommitted"
         self.consumer = Consumer(cconf)
         self.admin = AdminClient(admin_config(servers, {}))
+        self._retiring: threading.Thread | None = None
         self.channels: list[RemoteChannel] = []
         self.routes: dict[TP, dict[int, LocalChannel]] = {}
         self.readers: dict[TP, Task] = {}
@@ -316,12 +323,39 @@ class Exchange:
         for tp, future in self.admin.delete_records(tps).items():
             future.add_done_callback(functools.partial(_log_purge, tp=tp))
 
+    def retire(self, jobs: re.Pattern[str], own_job: str) -> None:
+        """Delete the exchange and control topics of older jobs (ids `jobs` matches in
+        full, never `own_job`'s), on a thread of its own: housekeeping must never hold
+        the job up, and a failure only leaves topics behind (logged)."""
+        self._retiring = threading.Thread(
+            target=self._retire, args=(jobs, own_job), name="exchange-retire", daemon=True
+        )
+        self._retiring.start()
+
+    def _retire(self, jobs: re.Pattern[str], own_job: str) -> None:
+        try:
+            names = self.admin.list_topics(timeout=30).topics
+        except KafkaException as exc:
+            log.warning("exchange_retire_failed", error=str(exc))
+            return
+        doomed = sorted(t for t in names if of_retired_job(t, jobs, own_job))
+        if not doomed:
+            return
+        for topic, future in self.admin.delete_topics(doomed, request_timeout=60).items():
+            try:
+                future.result()  # waited for here, so that closing waits for it too
+                log.info("exchange_topic_retired", topic=topic)
+            except KafkaException as exc:
+                log.warning("exchange_retire_failed", topic=topic, error=str(exc))
+
     def close(self) -> None:
         try:
             for ch in self.channels:
                 if ch.waiting():
                     ch.flush()
             self.producer.flush(5.0)
+            if self._retiring is not None:  # a bounded job may end right after its start
+                self._retiring.join(RETIRE_WAIT_S)
         finally:
             self.consumer.close()
 

@@ -97,6 +97,17 @@ def control_topic(job: str) -> str:
     return _fit(f"{TOPIC_PREFIX}-{_clean(job)}-control")
 
 
+def of_retired_job(topic: str, jobs: re.Pattern[str], own_job: str) -> bool:
+    """Whether `topic` is an exchange or control topic of a job other than `own_job`
+    whose (cleaned) id `jobs` matches in full: `rewind-<job>-...`. The job part of a
+    name is not delimited (uids and ids may hold '-'), so every cut at a '-' is tried."""
+    head = f"{TOPIC_PREFIX}-"
+    if not topic.startswith(head) or topic.startswith(f"{head}{_clean(own_job)}-"):
+        return False
+    body = topic[len(head) :]
+    return any(jobs.fullmatch(body[:i]) for i, char in enumerate(body) if char == "-")
+
+
 def split_subtask(split: str, parallelism: int) -> int:
     """The subtask that reads a split discovered while running (step 3)."""
     return zlib.crc32(split.encode()) % parallelism

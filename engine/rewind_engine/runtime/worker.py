@@ -34,6 +34,7 @@ producer's `message.timeout.ms` fails a delivery, and with it the job (a full re
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,6 +88,7 @@ class WorkerJob(Job):
             high_water=settings.runtime.channel_capacity * 4,
         )
         self._topics: dict[str, int] = {}
+        self._retire = None if ws.retire_jobs is None else re.compile(ws.retire_jobs)
         super().__init__(flow, settings, flow_ref)
         self.coordinator = Coordinator(
             tasks=self.tasks,
@@ -210,6 +212,11 @@ class WorkerJob(Job):
             self.exchange.purge(manifest.exchange)
         except Exception as exc:  # housekeeping: the data stays until the next checkpoint
             log.warning("exchange_purge_failed", error=str(exc))
+        if self._retire is not None:
+            # Once this version has a committed snapshot, the older ones' topics are
+            # garbage: it never needs them, and a rollback creates its own again.
+            self.exchange.retire(self._retire, self.job_id)
+            self._retire = None
         if request.kind == "checkpoint":
             super()._after_checkpoint()
 
