@@ -204,9 +204,11 @@ class Exchange(_Model):
 
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=253)
     """Name of a Secret in the app's namespace whose keys are environment variables for
-    the workers' Kafka clients (e.g. `REWIND_KAFKA_BOOTSTRAP` when the address itself is
-    not to be shown). Given to every worker with `envFrom`; its values never appear in
-    status, Events or logs."""
+    the workers' Kafka clients: `REWIND_KAFKA_BOOTSTRAP` when the address itself is not
+    to be shown, and any librdkafka property as `REWIND_KAFKA_<PROPERTY>` (upper case,
+    `_` for `.`: `REWIND_KAFKA_SECURITY_PROTOCOL`, `REWIND_KAFKA_SASL_MECHANISM`,
+    `REWIND_KAFKA_SASL_USERNAME`, `REWIND_KAFKA_SASL_PASSWORD`, ...). Given to every
+    worker with `envFrom`; its values never appear in status, Events or logs."""
 
 
 class StreamAppSpec(_Model):

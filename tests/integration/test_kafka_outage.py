@@ -43,9 +43,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 
 class Broker:
-    """A private single-node Kafka broker (KRaft) on loopback."""
+    """A private single-node Kafka broker (KRaft) on loopback; with `users` (name ->
+    password) its one client listener takes SASL/PLAIN logins of those users only, and
+    `client` holds the librdkafka properties of the first user."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, users: dict[str, str] | None = None) -> None:
         libs = pins.KAFKA.cache_dir / "libs"
         if not libs.is_dir():
             pytest.fail(f"Kafka jars missing at {libs}: run `dev/cluster build`")
@@ -56,16 +58,37 @@ class Broker:
         java = shutil.which("java") or "java"
         self.jvm = [java, "-Xms128m", "-Xmx512m", "-cp", f"{libs}/*"]
         props = home / "server.properties"
+        listener, security = "PLAINTEXT", []
+        self.client: dict[str, str] = {}
+        if users:
+            listener = "SASL_PLAINTEXT"
+            logins = " ".join(f'user_{u}="{pw}"' for u, pw in {"broker": "b", **users}.items())
+            security = [
+                "sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.inter.broker.protocol=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="broker" password="b" {logins};',
+            ]
+            user, password = next(iter(users.items()))
+            self.client = {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN",
+                "sasl.username": user,
+                "sasl.password": password,
+            }
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{ctl}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"listeners={listener}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+                    f"advertised.listeners={listener}://127.0.0.1:{self.port}",
+                    f"inter.broker.listener.name={listener}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
+                    *security,
                     f"log.dirs={home / 'data'}",
                     "offsets.topic.replication.factor=1",
                     "transaction.state.log.replication.factor=1",
@@ -101,7 +124,7 @@ class Broker:
         self.record = leftovers.record(leftovers.folder(), self.proc.pid, markers)
 
     def wait_ready(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client})
         deadline = time.monotonic() + 180
         while True:
             assert self.proc is not None and self.proc.poll() is None, "the broker died"

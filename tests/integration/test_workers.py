@@ -46,6 +46,7 @@ def start_workers(
     *args: str,
     control: str | None = None,
     flow_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(workers):
@@ -74,7 +75,7 @@ def start_workers(
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "REWIND_KAFKA_BOOTSTRAP": servers},
+                    env={**os.environ, "REWIND_KAFKA_BOOTSTRAP": servers, **(env or {})},
                     cwd=tmp,
                 )
             )
@@ -397,3 +398,32 @@ def test_a_new_version_retires_the_exchange_topics_of_the_older_ones(
     assert topics_of(v1) == [], "v1's topics outlived v2's first snapshot"
     assert topics_of(other), "another app's topics were deleted"
     assert topics_of(v2), "v2 deleted its own topics"
+
+
+def test_the_exchange_logs_in_to_a_secured_broker_with_the_secrets_variables(
+    tmp_path: Path, reference: list[dict[str, Any]]
+) -> None:
+    # What a StreamApp's exchange credentialsSecret gives the pods: REWIND_KAFKA_* keys.
+    secured = Broker(tmp_path / "kafka", users={"rewind": "pw-d2f0a9"})
+    try:
+        secured.start()
+        secured.wait_ready()
+        env = {"REWIND_KAFKA_" + k.upper().replace(".", "_"): v for k, v in secured.client.items()}
+        out = tmp_path / "out"
+        flow_args = ("--out", str(out), "--total", str(TOTAL))
+        procs = start_workers(
+            tmp_path, secured.bootstrap, 2, job_name(), flow_args=flow_args, env=env
+        )
+        assert wait_all(procs) == [0, 0]
+        assert as_multiset(read_jsonl(out / "counts")) == as_multiset(reference)
+
+        # A wrong password: the job fails, saying why, and no password is written anywhere.
+        wrong = {**env, "REWIND_KAFKA_SASL_PASSWORD": "pw-wrong-77c1"}
+        job = job_name()
+        procs = start_workers(tmp_path, secured.bootstrap, 2, job, flow_args=flow_args, env=wrong)
+        assert all(code != 0 for code in wait_all(procs))
+        logs = "".join(p.read_text() for p in tmp_path.glob("*-w*.log"))
+        assert "Authentication failed" in logs or "authentication" in logs.lower()
+        assert "pw-d2f0a9" not in logs and "pw-wrong-77c1" not in logs
+    finally:
+        secured.stop()

@@ -10,6 +10,7 @@ import pytest
 from rewind_engine.connectors.kafka import KafkaSink, KafkaSource, RecordEncodeError
 from rewind_engine.connectors.kafka.config import (
     KafkaUnavailableError,
+    admin_config,
     bootstrap_servers,
     consumer_config,
     producer_config,
@@ -103,6 +104,26 @@ def test_json_encoder_refuses_what_json_cannot_write() -> None:
         encoder("json")(circular)
     # An error leaves nothing behind: the next record encodes as usual.
     assert encoder("json")({"a": [1]}) == b'{"a":[1]}'
+
+
+def test_the_default_clusters_variables_configure_its_clients_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REWIND_KAFKA_BOOTSTRAP", "k:9092")
+    monkeypatch.setenv("REWIND_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("REWIND_KAFKA_SASL_USERNAME", "rewind")
+    monkeypatch.setenv("REWIND_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem")
+    producer = producer_config("k:9092", {"sasl.username": "from-code"})
+    assert producer["security.protocol"] == "SASL_SSL"
+    assert producer["ssl.ca.location"] == "/etc/ca.pem"
+    assert producer["sasl.username"] == "from-code", "the code's config wins"
+    assert "bootstrap" not in producer and producer["bootstrap.servers"] == "k:9092"
+    consumer = consumer_config("k:9092", "g", {})
+    assert consumer["sasl.username"] == "rewind"
+    assert admin_config("k:9092", {})["security.protocol"] == "SASL_SSL"
+    # Another cluster, named in the code: none of the default cluster's settings.
+    assert "security.protocol" not in producer_config("other:9092", {})
+    assert "security.protocol" not in consumer_config("other:9092", "g", {})
 
 
 def test_decode_error_names_topic_partition_offset() -> None:

@@ -172,13 +172,25 @@ class Exchange:
         # auto.create.topics.enable); a restart would then wait forever for partitions
         # that do not exist. The exchange is always read from its end (every record is
         # tagged with its run's attempt), so deleting such a topic loses nothing.
-        try:
-            metadata = self.admin.list_topics(timeout=timeout_s).topics
-        except KafkaException as exc:
-            raise ExchangeError(f"cannot describe the exchange topics: {exc}") from exc
+        # A topic another worker created a moment ago may not be in the metadata yet (no
+        # partitions, or an error): asked again until it is. KRaft applies a topic and
+        # its partitions at once, so a known topic's count is final.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                metadata = self.admin.list_topics(timeout=timeout_s).topics
+            except KafkaException as exc:
+                raise ExchangeError(f"cannot describe the exchange topics: {exc}") from exc
+            known = {
+                t: len(m.partitions)
+                for t, m in metadata.items()
+                if t in topics and m.error is None and m.partitions
+            }
+            if len(known) == len(topics) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for topic, needed in sorted(topics.items()):
-            found = metadata.get(topic)
-            have = 0 if found is None else len(found.partitions)
+            have = known.get(topic, 0)
             if have < needed:
                 raise ExchangeError(
                     f"exchange topic {topic} has {have} partition(s), but this job needs "

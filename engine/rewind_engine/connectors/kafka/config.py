@@ -14,6 +14,12 @@ What must stay true:
   `REWIND_KAFKA_BOOTSTRAP` (what `dev/cluster env` exports), read when the job starts
   (so a flow can be built anywhere); a missing address is a clear error then, not a
   hang.
+- That default cluster's other client properties come from `REWIND_KAFKA_<PROPERTY>`
+  variables (`REWIND_KAFKA_SECURITY_PROTOCOL=SASL_SSL` -> `security.protocol`), so a
+  Secret's keys reach every client of it, the exchange of several workers included.
+  They apply only to clients of the address in `REWIND_KAFKA_BOOTSTRAP` (a connector
+  given another cluster gets none of them), under the code's own `config`, and their
+  values are never logged (they hold passwords).
 """
 
 from __future__ import annotations
@@ -51,6 +57,22 @@ def bootstrap_servers(explicit: str | None) -> str:
     return value
 
 
+ENV_PREFIX = "REWIND_KAFKA_"
+
+
+def env_config(servers: str) -> ClientConfig:
+    """The `REWIND_KAFKA_<PROPERTY>` variables as librdkafka properties (upper case and
+    `_` for the property's lower case and `.`), when `servers` is the default cluster
+    (`REWIND_KAFKA_BOOTSTRAP`); else none."""
+    if not servers or servers != os.environ.get(BOOTSTRAP_ENV):
+        return {}
+    return {
+        name[len(ENV_PREFIX) :].lower().replace("_", "."): value
+        for name, value in sorted(os.environ.items())
+        if name.startswith(ENV_PREFIX) and name != BOOTSTRAP_ENV
+    }
+
+
 def _logger_config() -> ClientConfig:
     # librdkafka logs through Python logging, so its messages reach structlog/handlers
     # instead of stderr, and at the level the application chose.
@@ -71,6 +93,7 @@ def consumer_config(servers: str, group_id: str, user: Mapping[str, ConfigValue]
         "fetch.wait.max.ms": 100,
         **_logger_config(),
     }
+    conf.update(env_config(servers))
     conf.update(user)
     conf.update(
         {
@@ -98,6 +121,7 @@ def producer_config(servers: str, user: Mapping[str, ConfigValue]) -> ClientConf
         "delivery.report.only.error": True,
         **_logger_config(),
     }
+    conf.update(env_config(servers))
     conf.update(user)
     # No duplicates from the producer's own retries, in both delivery modes.
     conf["enable.idempotence"] = True
@@ -107,7 +131,7 @@ def producer_config(servers: str, user: Mapping[str, ConfigValue]) -> ClientConf
 def admin_config(servers: str, user: Mapping[str, ConfigValue]) -> ClientConfig:
     """An admin client with the user's security settings (only client-wide keys kept)."""
     conf: ClientConfig = {"bootstrap.servers": servers, **_logger_config()}
-    for key, value in user.items():
+    for key, value in {**env_config(servers), **user}.items():
         # Consumer- or producer-only properties would make librdkafka warn or refuse.
         if key.startswith(("security.", "sasl.", "ssl.", "socket.", "client.")) or key in (
             "bootstrap.servers",
