@@ -3,6 +3,9 @@
 `describe` turns a manifest into plain JSON-able data (uids, parallelism, key-group
 ranges, source positions, sizes); `render` prints it for people. Nothing is decoded:
 only manifest.json is read (pass verify=True to also check every file's checksum).
+An incremental checkpoint is described with the bytes it wrote (`size_bytes`, "new")
+next to the bytes of the blocks it references in earlier checkpoints
+(`referenced_bytes`) and the checkpoints they lie in (`references`).
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ def describe_manifest(manifest: Manifest, uri: str, *, verified: bool = False) -
                 {
                     "subtask": entry.subtask,
                     "key_group_range": list(entry.key_group_range),
-                    "key_groups_with_state": len(entry.blocks),
+                    "key_groups_with_state": len(entry.blocks) + len(entry.refs),
+                    "key_groups_referenced": len(entry.refs),
                     "has_operator_state": entry.operator_state is not None,
                     "file": entry.file,
                     "size_bytes": entry.size,
+                    "referenced_bytes": entry.referenced_bytes,
                     "sha256": entry.sha256,
                 }
             )
         steps[uid] = {
             "parallelism": step.parallelism,
             "size_bytes": sum(entry.size for entry in step.subtasks),
+            "referenced_bytes": sum(entry.referenced_bytes for entry in step.subtasks),
             "subtasks": subtasks,
         }
     return {
@@ -53,6 +59,11 @@ def describe_manifest(manifest: Manifest, uri: str, *, verified: bool = False) -
         "format_version": manifest.format_version,
         "max_parallelism": manifest.max_parallelism,
         "size_bytes": manifest.size_bytes,
+        "referenced_bytes": manifest.referenced_bytes,
+        "references": sorted(
+            {folder for folder, _ in manifest.referenced_files()},
+            key=lambda f: int(f.partition("-")[2]),
+        ),
         "verified": verified,
         "steps": steps,
         "sources": manifest.sources,
@@ -75,6 +86,11 @@ def render(description: dict[str, Any]) -> str:
         f"  size:            {human_size(d['size_bytes'])}"
         + ("  (all checksums verified)" if d.get("verified") else ""),
     ]
+    if d.get("referenced_bytes"):
+        lines.append(
+            f"  incremental:     {human_size(d['size_bytes'])} new, "
+            f"{human_size(d['referenced_bytes'])} referenced in {', '.join(d['references'])}"
+        )
     for key, value in sorted(d["meta"].items()):
         lines.append(f"  {key + ':':<16} {_short(value)}")
     lines.append("")
@@ -91,9 +107,13 @@ def render(description: dict[str, Any]) -> str:
             # Half-open [start, end), as key_group_range is in --json and the manifest.
             groups = f"key groups [{start}, {end})" if end > start else "no key groups"
             extra = ", operator state" if sub["has_operator_state"] else ""
+            if sub.get("key_groups_referenced"):
+                extra += f", {sub['key_groups_referenced']} referenced"
+            refs = sub.get("referenced_bytes")
+            more = f" + {human_size(refs)} referenced" if refs else ""
             lines.append(
                 f"    subtask {sub['subtask']}: {groups} ({sub['key_groups_with_state']} with "
-                f"state{extra}), {human_size(sub['size_bytes'])}, {sub['file']}"
+                f"state{extra}), {human_size(sub['size_bytes'])}{more}, {sub['file']}"
             )
     if d["sources"]:
         lines.append("")

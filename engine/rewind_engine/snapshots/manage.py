@@ -3,10 +3,19 @@
 These work straight on storage, without a running job, so the operator and the CLI
 can manage savepoints (retention, `--restore latest`, `disposeOnDelete`) on their own.
 
+Incremental checkpoints reference blocks in files of earlier checkpoints of the same
+job (`refs`, `../chk-<m>/...`). A checkpoint that `prune` or `dispose` removes loses
+its manifest first (it is no longer a snapshot); of its files, those that no remaining
+manifest of the job references are deleted at once, the others stay (a folder without a
+manifest, holding only referenced files) until no remaining manifest references them,
+which a later `prune` finds by walking the manifests again.
+
 What must stay true:
 - `dispose` deletes manifest.json FIRST: a half-deleted snapshot never looks complete.
 - `prune` deletes only checkpoints of the given job, never a savepoint, never the
   newest `keep` checkpoints, and never a folder that may be a checkpoint in progress.
+- neither ever deletes a file that a remaining manifest of the job references; if a
+  remaining manifest cannot be read, no file of a removed checkpoint is deleted.
 - a folder without a manifest is not a snapshot: it is never listed or restored.
 - `latest` and `lineage` see only one app's own history: the `checkpoints/` and
   `savepoints/` folders right under its location (never another app's location nested
@@ -17,7 +26,9 @@ What must stay true:
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,10 +36,10 @@ from datetime import datetime
 import structlog
 
 from .errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError
-from .layout import CHECKPOINTS, SAVEPOINTS, checkpoint_number
-from .manifest import MANIFEST_NAME, Manifest, parse_manifest, parse_time
-from .reader import load_manifest, read_verified
-from .storage import join_uri, open_storage
+from .layout import CHECKPOINTS, SAVEPOINTS, checkpoint_number, parent_uri
+from .manifest import MANIFEST_NAME, Manifest, SubtaskFile, parse_manifest, parse_time
+from .reader import contiguous_runs, load_manifest, read_ref, read_verified, ref_uri
+from .storage import Storage, join_uri, open_storage
 
 log = structlog.get_logger(__name__)
 
@@ -64,37 +75,109 @@ def read_manifest(uri: str) -> Manifest:
 
 
 def verify(uri: str) -> Manifest:
-    """Check every data file of the snapshot against the manifest (size and sha256).
+    """Check every data file of the snapshot against the manifest (size and sha256), and
+    every block it references in an earlier checkpoint against the block's sha256.
 
     Returns the manifest; raises one `CorruptSnapshotError` listing every bad file."""
     storage = open_storage(uri)
     manifest = load_manifest(storage)
     entries = [entry for step in manifest.steps.values() for entry in step.subtasks]
+    checks: list[tuple[SubtaskFile, str | None]] = [(entry, None) for entry in entries]
+    checks += [(e, path) for e in entries for path in sorted({ref[1] for ref in e.refs})]
+    parent = open_storage(parent_uri(storage.uri)) if len(checks) > len(entries) else None
     problems: list[str] = []
 
-    def check(entry_index: int) -> None:
+    def check(index: int) -> None:
+        entry, path = checks[index]
         try:
-            read_verified(storage, entries[entry_index])
+            if path is None:
+                read_verified(storage, entry)
+            else:
+                assert parent is not None
+                _verify_refs(parent, storage.uri, entry, path)
         except SnapshotError as exc:
             problems.append(str(exc))
 
     with ThreadPoolExecutor(_LIST_WORKERS, thread_name_prefix="rewind-verify") as pool:
-        list(pool.map(check, range(len(entries))))
+        list(pool.map(check, range(len(checks))))
     if problems:
         raise CorruptSnapshotError(
-            f"snapshot {storage.uri} failed verification ({len(problems)} of {len(entries)} "
+            f"snapshot {storage.uri} failed verification ({len(problems)} of {len(checks)} "
             f"files): " + "; ".join(sorted(problems))
         )
     return manifest
 
 
+def _verify_refs(parent: Storage, uri: str, entry: SubtaskFile, path: str) -> None:
+    """Check the blocks that `entry` references in the file `path` (`../chk-<m>/...`)."""
+    blocks = [
+        (g, offset, length, digest) for g, p, offset, length, digest in entry.refs if p == path
+    ]
+    for run in contiguous_runs(blocks):
+        base = run[0][1]
+        data = read_ref(parent, uri, path, base, run[-1][1] + run[-1][2] - base)
+        for group, offset, length, digest in run:
+            actual = hashlib.sha256(data[offset - base : offset - base + length]).hexdigest()
+            if actual != digest:
+                raise CorruptSnapshotError(
+                    f"checksum mismatch in {ref_uri(uri, path)} (key group {group}, referenced "
+                    f"by subtask {entry.subtask}): expected sha256 {digest}, got {actual}"
+                )
+
+
 def dispose(uri: str) -> None:
     """Delete the snapshot folder at `uri`: manifest.json first, then the data.
 
+    A checkpoint folder (`chk-<n>`) keeps the files that a sibling checkpoint's manifest
+    still references (see the module docstring); `prune` deletes them once unreferenced.
     Idempotent: disposing of a folder that is already gone is not an error."""
     storage = open_storage(uri)
     storage.delete(MANIFEST_NAME)
+    folder = storage.uri.rstrip("/").rpartition("/")[2]
+    if checkpoint_number(folder) is not None:
+        parent = open_storage(parent_uri(storage.uri))
+        siblings = {key.partition("/")[0] for key in parent.list() if _is_manifest(key)}
+        referenced = _referenced(parent, siblings - {folder})
+        if referenced is None or any(f == folder for f, _ in referenced):
+            _collect(parent, folder, storage.list(), referenced)
+            return
     storage.delete_prefix("")
+
+
+def _is_manifest(key: str) -> bool:
+    folder, _, rest = key.partition("/")
+    return rest == MANIFEST_NAME and checkpoint_number(folder) is not None
+
+
+def _referenced(storage: Storage, folders: Iterable[str]) -> set[tuple[str, str]] | None:
+    """(folder, key) of every file that the manifests of `folders` (under `storage`, a
+    job's checkpoints folder) reference; None if one of them cannot be read (then
+    nothing may be deleted: what it references is unknown)."""
+    found: set[tuple[str, str]] = set()
+    for folder in sorted(folders):
+        try:
+            manifest = load_manifest(open_storage(join_uri(storage.uri, folder)))
+        except SnapshotError as exc:
+            log.warning("manifest_unreadable_nothing_collected", folder=folder, error=str(exc))
+            return None
+        found |= manifest.referenced_files()
+    return found
+
+
+def _collect(
+    storage: Storage, folder: str, keys: Iterable[str], referenced: set[tuple[str, str]] | None
+) -> bool:
+    """Delete the files of `folder` (not a snapshot any more) that no remaining manifest
+    references; the whole folder when none is. True if the folder is gone."""
+    if referenced is None:
+        return False
+    if not any(f == folder for f, _ in referenced):
+        storage.delete_prefix(folder)
+        return True
+    for key in keys:
+        if key != MANIFEST_NAME and (folder, key) not in referenced:
+            storage.delete(f"{folder}/{key}")
+    return False
 
 
 def list_snapshots(
@@ -222,38 +305,46 @@ def last_checkpoint_number(location: str, job_id: str) -> int:
 
 
 def prune(location: str, job_id: str, keep: int) -> list[str]:
-    """Delete all but the newest `keep` checkpoints of `job_id`; returns deleted URIs.
+    """Delete all but the newest `keep` checkpoints of `job_id`; returns the URIs of the
+    checkpoints it removed and of the folders it deleted entirely.
 
     Also removes abandoned checkpoint folders (no manifest, older than the newest
     complete checkpoint: a checkpoint in progress always has a higher number). Only
     `LOCATION/checkpoints/<job_id>/` is looked at, and a manifest whose kind is not
-    `checkpoint` is kept: savepoints are never pruned."""
+    `checkpoint` is kept: savepoints are never pruned. A removed checkpoint's files that
+    a kept manifest references stay until none does (the module docstring)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the newest checkpoint is needed), got {keep}")
     base = join_uri(location, CHECKPOINTS, job_id)
     storage = open_storage(base)
-    complete: dict[int, bool] = {}
+    folders: dict[int, list[str]] = {}
     for key in storage.list():
         folder, _, rest = key.partition("/")
         number = checkpoint_number(folder)
-        if number is None:
-            continue
-        complete[number] = complete.get(number, False) or rest == MANIFEST_NAME
-    done = sorted((n for n, ok in complete.items() if ok), reverse=True)
-    doomed = [n for n in done[keep:]]
-    if done:
-        doomed += [n for n, ok in complete.items() if not ok and n < done[0]]
+        if number is not None:
+            folders.setdefault(number, []).append(rest)
+    done = sorted((n for n, keys in folders.items() if MANIFEST_NAME in keys), reverse=True)
+    if not done:
+        return []
     deleted: list[str] = []
-    for number in sorted(doomed):
+    for number in sorted(done[keep:]):
         uri = join_uri(base, f"chk-{number}")
-        if complete[number]:
-            kind: str
-            try:
-                kind = load_manifest(open_storage(uri)).kind
-            except SnapshotError:
-                kind = "unknown"
-            if kind != "checkpoint":
-                continue  # a savepoint (or something we cannot read) is never pruned
-        dispose(uri)
+        kind: str
+        try:
+            kind = load_manifest(open_storage(uri)).kind
+        except SnapshotError:
+            kind = "unknown"
+        if kind != "checkpoint":
+            continue  # a savepoint (or something we cannot read) is never pruned
+        storage.delete(f"chk-{number}/{MANIFEST_NAME}")  # first: no longer a snapshot
+        folders[number].remove(MANIFEST_NAME)
         deleted.append(uri)
-    return deleted
+    kept = [n for n, keys in folders.items() if MANIFEST_NAME in keys]
+    referenced = _referenced(storage, [f"chk-{n}" for n in kept])
+    for number, keys in sorted(folders.items()):
+        if number >= done[0] or MANIFEST_NAME in keys:
+            continue  # a snapshot, or maybe a checkpoint in progress
+        uri = join_uri(base, f"chk-{number}")
+        if _collect(storage, f"chk-{number}", keys, referenced) and uri not in deleted:
+            deleted.append(uri)
+    return sorted(deleted, key=lambda u: checkpoint_number(u.rpartition("/")[2]) or 0)

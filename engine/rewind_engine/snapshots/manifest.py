@@ -8,7 +8,10 @@ documented in docs/snapshot-format.md; change it only together with FORMAT_VERSI
 
 What must stay true: every path is relative to the snapshot folder (a copied folder
 restores); every file has a sha256; a reader refuses a newer format version with a
-message naming both versions instead of misreading it.
+message naming both versions instead of misreading it. Since version 4 a checkpoint may
+reference blocks of its sibling checkpoints (`refs`, `../chk-<m>/<file>` only: any other
+path is refused as corrupt); a savepoint never does, so a copied savepoint restores
+without the checkpoint history.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import CorruptSnapshotError, IncompatibleSnapshotError, StorageError
+from .layout import split_ref
 from .storage import check_key
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The snapshot format this engine writes, and the newest it reads."""
 MANIFEST_NAME = "manifest.json"
 
@@ -52,6 +56,12 @@ class SubtaskFile(_Model):
     """One block per non-empty key group, ascending: [key group, offset, length, sha256]."""
     operator_state: tuple[int, int, str] | None
     """[offset, length, sha256] of the operator-state block, or null when there is none."""
+    refs: list[tuple[int, str, int, int, str]] = []
+    """Since version 4, checkpoints only: one entry per non-empty key group whose block
+    an earlier checkpoint of the same job wrote and this one did not (it had not
+    changed), ascending: [key group, file, offset, length, sha256], `file` relative to
+    this snapshot folder and always `../chk-<m>/...` (the file that holds the bytes,
+    never another reference). A key group is in `blocks` or in `refs`, not both."""
 
     @field_validator("file")
     @classmethod
@@ -60,6 +70,23 @@ class SubtaskFile(_Model):
             return check_key(value)
         except StorageError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("refs")
+    @classmethod
+    def _siblings(
+        cls, value: list[tuple[int, str, int, int, str]]
+    ) -> list[tuple[int, str, int, int, str]]:
+        for ref in value:
+            try:
+                split_ref(ref[1])
+            except StorageError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @property
+    def referenced_bytes(self) -> int:
+        """Bytes of the blocks this entry references in earlier checkpoints."""
+        return sum(ref[3] for ref in self.refs)
 
 
 class StepState(_Model):
@@ -94,7 +121,8 @@ class Manifest(_Model):
     max_parallelism: int
     """Number of key groups; a restore must use the same value."""
     size_bytes: int
-    """Total size of the data files (manifest excluded)."""
+    """Total size of the data files in this folder (manifest excluded; the blocks it
+    references in earlier checkpoints are not counted: `referenced_bytes`)."""
     steps: dict[str, StepState]
     sources: dict[str, dict[str, Any]]
     """Source uid -> split id -> position (the same data the sources restore from)."""
@@ -106,6 +134,28 @@ class Manifest(_Model):
     exchange: dict[str, dict[str, int]] = {}
     """Exchange topic -> partition -> the offset its consumer had reached when the
     snapshot was taken: everything before it is never read again (purged)."""
+
+    @model_validator(mode="after")
+    def _self_contained(self) -> Manifest:
+        if self.kind == "savepoint" and any(
+            entry.refs for step in self.steps.values() for entry in step.subtasks
+        ):
+            raise ValueError("a savepoint references files of other snapshots (refs)")
+        return self
+
+    @property
+    def referenced_bytes(self) -> int:
+        """Bytes of the blocks this snapshot references in earlier checkpoints."""
+        return sum(e.referenced_bytes for step in self.steps.values() for e in step.subtasks)
+
+    def referenced_files(self) -> set[tuple[str, str]]:
+        """(`chk-<m>`, key) of every file of another checkpoint this one references."""
+        return {
+            split_ref(ref[1])
+            for step in self.steps.values()
+            for entry in step.subtasks
+            for ref in entry.refs
+        }
 
     @property
     def created(self) -> datetime:

@@ -22,6 +22,12 @@ How a snapshot commits, and what each step guarantees:
    `list_snapshots()` ignore a folder without a manifest.
 5. The caller (the runtime) commits its sinks only after `finish()` returned.
 
+An incremental checkpoint's encoded files also carry references to blocks of earlier
+checkpoints (encoder.py, `refs` in the manifest). Before its manifest is written, every
+referenced file is checked to still exist with at least the referenced bytes (one size
+request per file), so that a checkpoint never commits a reference to a file that a
+retention outside this job deleted meanwhile.
+
 One worker of several calls `finish_part` instead of `finish`: steps 1-3 alike, the
 completeness check of step 4 is left to the coordinator, and the worker's part file
 (parts.py) is written last instead of manifest.json; the coordinator then writes the
@@ -44,6 +50,7 @@ from typing import Any, get_args
 
 from . import encoder
 from .errors import SnapshotError
+from .layout import parent_uri, split_ref
 from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -201,7 +208,9 @@ class SnapshotWriter:
         """Like `add_subtask`, for state the caller encoded already (`encoder.encode` or
         `encoder.encode_steps`, e.g. on its own thread in slices): only the upload runs
         in the background. Returns at once."""
-        groups = [block[0] for block in encoded.blocks]
+        groups = encoded.key_groups
+        if encoded.refs and self.kind != "checkpoint":
+            raise ValueError(f"a {self.kind} is self-contained: it cannot reference other files")
         with self._lock:
             bounds = self._register(uid, subtask, parallelism, key_group_range, groups)
             if source_positions:
@@ -346,7 +355,31 @@ class SnapshotWriter:
                     f"{label}: step {uid!r} has parallelism {parallelism} but subtasks "
                     f"{lacking} were never added"
                 )
+        self._check_refs(label, files)
         return files
+
+    def _check_refs(self, label: str, files: Mapping[str, list[SubtaskFile]]) -> None:
+        """Every referenced file exists and holds the referenced bytes (see above)."""
+        ends: dict[str, int] = {}
+        for entries in files.values():
+            for entry in entries:
+                for _group, path, offset, length, _digest in entry.refs:
+                    ends[path] = max(ends.get(path, 0), offset + length)
+        if not ends:
+            return
+        parent = open_storage(parent_uri(self.uri))
+        for path, end in sorted(ends.items()):
+            folder, key = split_ref(path)
+            try:
+                size = parent.size(f"{folder}/{key}")
+            except Exception as exc:
+                self._remove_written()
+                raise SnapshotError(f"{label}: referenced file {path}: {exc}") from exc
+            if size < end:
+                self._remove_written()
+                raise SnapshotError(
+                    f"{label}: referenced file {path} has {size} bytes, {end} are referenced"
+                )
 
     def _put_last(self, key: str, data: bytes, label: str) -> None:
         try:
@@ -425,6 +458,7 @@ class SnapshotWriter:
             key_group_range=bounds,
             blocks=encoded.blocks,
             operator_state=encoded.operator_state,
+            refs=encoded.refs,
         )
 
     def _remove_written(self) -> None:
