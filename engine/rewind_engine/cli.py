@@ -141,6 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
         f" never (default: {SnapshotSettings.checkpoints_retained})",
     )
     run.add_argument(
+        "--incremental-checkpoints",
+        action=argparse.BooleanOptionalAction,
+        default=SnapshotSettings.incremental_checkpoints,
+        help="checkpoints write only the key groups that changed and reference the rest in"
+        " earlier checkpoints (kept as long as referenced); savepoints are always full"
+        f" (default: {'on' if SnapshotSettings.incremental_checkpoints else 'off'})",
+    )
+    run.add_argument(
+        "--full-checkpoint-every",
+        type=int,
+        default=SnapshotSettings.full_checkpoint_every,
+        metavar="N",
+        help="with incremental checkpoints, every N-th one is full: a checkpoint"
+        " references at most N - 1 older ones"
+        f" (default: {SnapshotSettings.full_checkpoint_every})",
+    )
+    run.add_argument(
         "--control",
         metavar="HOST:PORT",
         default=None,
@@ -323,6 +340,8 @@ def _run(args: argparse.Namespace) -> int:
     settings.snapshots.location = args.snapshots
     settings.snapshots.checkpoint_interval_s = args.checkpoint_interval or None
     settings.snapshots.checkpoints_retained = args.checkpoints_retained
+    settings.snapshots.incremental_checkpoints = args.incremental_checkpoints
+    settings.snapshots.full_checkpoint_every = args.full_checkpoint_every
     settings.snapshots.restore = args.restore
     settings.snapshots.allow_non_restored_state = args.allow_non_restored_state
     settings.snapshots.deployment_id = deployment_id

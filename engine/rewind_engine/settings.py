@@ -44,6 +44,23 @@ class SnapshotSettings:
     """Completed checkpoints kept per job; older ones are deleted. 3 leaves a fallback if
     the newest turns out unreadable, without letting storage grow."""
 
+    incremental_checkpoints: bool = True
+    """Checkpoints write only the key groups whose state changed since the job's last
+    completed checkpoint and reference the others' blocks in the earlier checkpoint
+    folders (docs/snapshot-format.md, version 4); savepoints are always full. On by
+    default: a key group that did not change costs a reference instead of its bytes,
+    and a count skips encoding it too, while a checkpoint where everything changed costs
+    what a full one does; retention keeps every file a kept checkpoint references. The
+    price: a checkpoint folder alone is not self-contained (copy a savepoint instead)."""
+
+    full_checkpoint_every: int = 10
+    """With incremental checkpoints, every N-th checkpoint of a chain is full, so that a
+    checkpoint references folders at most N - 1 checkpoints older and retention keeps at
+    most about N + `checkpoints_retained` folders alive. 10: at a 10 s interval a chain
+    spans under 2 minutes, and a full checkpoint every 10 costs a tenth of what full
+    checkpoints every time cost, yet unchanged key groups are read back from at most 10
+    folders on restore."""
+
     timeout_s: float = 600.0
     """A snapshot not completed after this many seconds is declared FAILED (the job keeps
     running). 10 minutes: generous for large states on slow object storage."""

@@ -25,9 +25,20 @@ docs/snapshot-format.md): 1 M int keys with their counts cost a few array operat
 instead of 2 M objects visited one by one, which is what brings a savepoint near the
 speed of the upload itself (bench/bench_savepoint.py).
 
+An incremental checkpoint of a count (`count_changes_steps`) skips the key groups that
+did not change since the job's last completed checkpoint: the coordinator hands back the
+`CountMemo` that checkpoint's capture left (its counts array, a copy it already was),
+one numpy comparison finds the slots whose count changed, and with the slots added
+since (new keys) they name the changed key groups; only those are gathered and encoded,
+the others are referenced (snapshots/encoder.py). Cost per checkpoint: a comparison of
+the counts, plus the work for the changed key groups only.
+
 What must stay true: `Columns` of key group kg holds exactly the captured keys of key
 group kg and their captured values, in the same positions. An index that does not match
-a capture (the state was replaced) is rebuilt, never trusted.
+a capture (the state was replaced) is rebuilt, never trusted. A key group is reported
+unchanged only if it had keys at the memo's capture and none of its slots changed
+since (keys are never removed, so its old block restores exactly its state now); a memo
+that does not match the capture (not the same first keys) makes every group changed.
 """
 
 from __future__ import annotations
@@ -52,6 +63,21 @@ from ..snapshots.codec import Column, Columns
 
 _RADIX_SORTABLE = 1 << 16
 """Key groups below this fit uint16, which numpy sorts stably by radix (7x faster than int32)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountMemo:
+    """What a count's capture leaves for the next incremental checkpoint: its counts
+    (never written to after the capture), its last key (the very object) and which key
+    groups had keys."""
+
+    counts: Int64s
+    last_key: Any
+    nonempty: npt.NDArray[np.bool_]
+
+    def matches(self, keys: list[Any]) -> bool:
+        n = len(self.counts)
+        return len(keys) >= n and (n == 0 or keys[n - 1] is self.last_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +204,16 @@ def columns_by_key_group_steps(
     if len(values) != size:
         raise ValueError(f"a capture of {size} keys holds {len(values)} values")
     n = grouper.max_parallelism
+    yield from _learn_steps(keys, size, index, grouper)
+    order, counts = index.order(n)
+    yield
+    return _columns(index, values, order, counts, np.flatnonzero(counts))
+
+
+def _learn_steps(
+    keys: list[Any], size: int, index: KeyIndex, grouper: KeyGrouper
+) -> Generator[None, None, None]:
+    """`index` learns the first `size` of `keys`, in steps of `LEARN_STEP` keys."""
     if index.size > size or not index.matches(keys):
         index.reset()  # the state was replaced: start afresh
     while index.column_size < index.size:  # the keys of a restore
@@ -186,15 +222,62 @@ def columns_by_key_group_steps(
     while index.size < size:
         index.learn(keys, min(size, index.size + LEARN_STEP), grouper)
         yield
+
+
+def count_changes_steps(
+    capture: AggregateCapture, index: KeyIndex, grouper: KeyGrouper, since: CountMemo | None
+) -> Generator[None, None, tuple[dict[int, Columns], set[int], CountMemo]]:
+    """A count's key groups that changed since the capture `since` left (all of them
+    when it is None or does not match), the non-empty key groups that did not, and the
+    memo of this capture (see the module docstring)."""
+    keys, size, values = capture.keys, capture.size, capture.values
+    if not isinstance(values, np.ndarray):
+        raise ValueError("the capture of a count holds an int64 array of counts")
+    if len(values) != size:
+        raise ValueError(f"a capture of {size} keys holds {len(values)} values")
+    n = grouper.max_parallelism
+    yield from _learn_steps(keys, size, index, grouper)
     order, counts = index.order(n)
+    memo = CountMemo(values, keys[size - 1] if size else None, counts > 0)
     yield
+    if since is None or len(since.counts) > size or not since.matches(keys):
+        return _columns(index, values, order, counts, np.flatnonzero(counts)), set(), memo
+    old = len(since.counts)
+    changed = np.zeros(n, bool)
+    changed[index.groups[np.flatnonzero(values[:old] != since.counts)]] = True
+    changed[index.groups[old:size]] = True  # new keys
+    unchanged = np.flatnonzero(since.nonempty & ~changed).tolist()
+    yield
+    return _columns(index, values, order, counts, np.flatnonzero(changed)), set(unchanged), memo
+
+
+def _columns(
+    index: KeyIndex,
+    values: list[Any] | Int64s,
+    order: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.intp],
+    groups: npt.NDArray[np.intp],
+) -> dict[int, Columns]:
+    """{kg: Columns} for the non-empty key groups `groups` (ascending), by one gather."""
+    groups = groups[counts[groups] > 0]
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    if len(groups) < len(np.flatnonzero(counts)):
+        # Only some key groups: gather their positions only.
+        order = np.concatenate(
+            [order[starts[g] : starts[g + 1]] for g in groups.tolist()] or [order[:0]]
+        )
+        counts = counts[groups]
+        starts = np.concatenate(([0], np.cumsum(counts)))
+        bounds = list(zip(groups.tolist(), range(len(groups)), strict=True))
+    else:
+        bounds = [(g, g) for g in groups.tolist()]
     key_column: Column = [] if index.column is None else index.column.gather(order)
     array = values if isinstance(values, np.ndarray) else value_column(values)
     value_col = _gather(values, array, order)
-    starts: list[int] = np.concatenate(([0], np.cumsum(counts))).tolist()
+    cut: list[int] = starts.tolist()
     return {
-        kg: Columns(key_column[starts[kg] : starts[kg + 1]], value_col[starts[kg] : starts[kg + 1]])
-        for kg in np.flatnonzero(counts).tolist()
+        kg: Columns(key_column[cut[i] : cut[i + 1]], value_col[cut[i] : cut[i + 1]])
+        for kg, i in bounds
     }
 
 

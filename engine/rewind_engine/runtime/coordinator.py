@@ -22,6 +22,12 @@ How a snapshot (checkpoint or savepoint) commits, step by step:
 
 One snapshot is in flight at a time; requests queue behind it.
 
+Incremental checkpoints (incremental.py): at step 3 each capture is compared with what
+the last completed checkpoint holds for its subtask, and a key group whose block did
+not change is referenced instead of written (its operator may skip it before encoding:
+`Operator.group_changes`). What a checkpoint wrote becomes the base of the next one
+only at step 5 (its manifest exists); a failed one (step 6) is forgotten.
+
 One worker of several (`part_mode`): step 4 writes the worker's part file instead of
 the manifest and reports it (`on_part`); the snapshot stays in flight until the job's
 coordinator says the global manifest exists (`complete_global`, then step 5) or that
@@ -42,6 +48,8 @@ import structlog
 from .. import snapshots
 from ..keys import KeyGrouper, key_group_range
 from ..snapshots import encoder
+from ..snapshots.writer import data_file_key
+from .incremental import BlockHistory
 from .operators import Capture
 from .snapshot_work import SnapshotWork
 from .tasks import SourceTask, TaskBase
@@ -70,6 +78,8 @@ class SnapshotRequest:
     sources: dict[str, Any] | None = None
     completed_at: str | None = None
     duration_s: float | None = None
+    incremental: bool = False
+    """A checkpoint that references the unchanged blocks of the last completed one."""
     result_read: bool = False
     """Set once a client has read the final result (the engine lingers until then)."""
 
@@ -174,8 +184,12 @@ class Coordinator(SnapshotQueue):
         first_checkpoint_id: int = 1,
         part: Callable[[snapshots.SnapshotWriter], snapshots.WorkerPart] | None = None,
         on_part: Callable[[SnapshotRequest, snapshots.WorkerPart], None] | None = None,
+        incremental: bool = False,
+        full_every: int = 10,
     ) -> None:
         super().__init__(first_checkpoint_id)
+        self.history = BlockHistory(enabled=incremental, full_every=full_every)
+        """The base of incremental checkpoints (incremental.py)."""
         self.tasks = tasks
         self.sources = [t for t in tasks if isinstance(t, SourceTask)]
         self._meta = meta
@@ -214,7 +228,14 @@ class Coordinator(SnapshotQueue):
             self._start_next()
             return
         self._in_flight = _InFlight(request, writer, len(self.tasks), time.monotonic())
-        log.info("snapshot_triggered", id=request.id, kind=request.kind, checkpoint_id=cid)
+        request.incremental = self.history.begin(cid, request.kind)
+        log.info(
+            "snapshot_triggered",
+            id=request.id,
+            kind=request.kind,
+            checkpoint_id=cid,
+            incremental=request.incremental,
+        )
         for source in self.sources:
             source.request_barrier(cid, request.drain, request.stop)
 
@@ -247,12 +268,30 @@ class Coordinator(SnapshotQueue):
     ) -> Generator[None, None, None]:
         """One capture's work, in steps: group, encode, queue the upload."""
         op = task.operator
+        cid = flight.request.checkpoint_id or 0
+        subtask = (task.uid, task.index, task.parallelism)
+        base = self.history.base(cid, subtask)
         keyed: dict[int, Any] = {}
+        unchanged: set[int] = set()
+        memo: Any = None
         if op is not None and capture.keyed is not None:
-            keyed = yield from op.group_steps(capture.keyed, self._grouper)
+            if self.history.enabled:
+                since = base.memo if base is not None else None
+                keyed, unchanged, memo = yield from op.group_changes(
+                    capture.keyed, self._grouper, since
+                )
+            else:
+                keyed = yield from op.group_steps(capture.keyed, self._grouper)
         encoded = yield from encoder.encode_steps(
-            task.uid, task.index, keyed, capture.operator_state, file_sha256=False
+            task.uid,
+            task.index,
+            keyed,
+            capture.operator_state,
+            file_sha256=False,
+            previous=base.blocks if base is not None else None,
+            unchanged=unchanged if base is not None else (),
         )
+        self.history.record(cid, subtask, data_file_key(task.uid, task.index), encoded, memo)
         positions = None
         if isinstance(task, SourceTask):
             positions = capture.operator_state["splits"]
@@ -310,6 +349,7 @@ class Coordinator(SnapshotQueue):
 
     def _complete(self, flight: _InFlight, size_bytes: int | None, sources: Any) -> None:
         request = flight.request
+        self.history.completed(request.checkpoint_id or 0)  # its manifest exists
         request.complete(size_bytes, sources, time.monotonic() - flight.started)
         log_completed(log, "snapshot_completed", request, kind=request.kind)
         self._on_complete(request)
@@ -344,6 +384,7 @@ class Coordinator(SnapshotQueue):
             self._start_next()
 
     def _fail(self, request: SnapshotRequest, error: str) -> None:
+        self.history.failed(request.checkpoint_id or 0)  # never a base
         request.status = FAILED
         request.error = error
         log.error("snapshot_failed", id=request.id, kind=request.kind, error=error)

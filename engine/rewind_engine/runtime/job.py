@@ -89,6 +89,8 @@ class Job:
             timeout_s=self.settings.snapshots.timeout_s,
             on_complete=self._snapshot_completed,
             on_failed=self._snapshot_failed,
+            incremental=self.settings.snapshots.incremental_checkpoints,
+            full_every=self.settings.snapshots.full_checkpoint_every,
         )
         self._cancel = False
         self._next_checkpoint = 0.0

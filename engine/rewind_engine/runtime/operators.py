@@ -5,7 +5,9 @@ Flows through here: the task hands each input `Batch` to `process`, watermarks t
 through `self.emit` (main output) and `self.emit_port` (side outputs). At a barrier
 the task calls `capture(checkpoint_id)` (quick: copies containers) and later, on the
 same thread in slices between batches, `group_steps(capture)` turns the keyed part into
-{key group: data} (runtime/snapshot_work.py).
+{key group: data} (runtime/snapshot_work.py); for an incremental checkpoint,
+`group_changes` may leave out the key groups it knows did not change since the last
+completed checkpoint (a count does: aggregate_state.py).
 
 What must stay true:
 - stateless operators (map/filter/flat_map/key_by/union) have no snapshot entry; every
@@ -47,9 +49,11 @@ from ..state import (
 from ..windows import Count, SessionWindows
 from .aggregate_state import (
     AggregateCapture,
+    CountMemo,
     KeyIndex,
     columns_by_key_group,
     columns_by_key_group_steps,
+    count_changes_steps,
 )
 from .count_state import CountState, check_counts
 from .elements import Batch
@@ -124,6 +128,18 @@ class Operator:
         The default is one step; an operator with a large state yields along the way."""
         yield from ()
         return self.group(keyed, grouper)
+
+    def group_changes(
+        self, keyed: Any, grouper: KeyGrouper, since: Any
+    ) -> Generator[None, None, tuple[dict[int, Any], set[int], Any]]:
+        """`group_steps` for an incremental checkpoint: returns ({key group: data} of the
+        key groups that may have changed, the non-empty key groups that certainly did
+        not, a memo for the next checkpoint). `since` is the memo the capture of the
+        job's last completed checkpoint left, or None (then nothing is left out). The
+        default groups everything; the coordinator then compares each block's sha256
+        with the last checkpoint's."""
+        groups = yield from self.group_steps(keyed, grouper)
+        return groups, set(), None
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
         pass
@@ -257,6 +273,14 @@ class AggregateOp(Operator):
 
     def group_steps(self, keyed: Any, grouper: KeyGrouper) -> Generator[None, None, dict[int, Any]]:
         return (yield from columns_by_key_group_steps(keyed, self._index, grouper))
+
+    def group_changes(
+        self, keyed: Any, grouper: KeyGrouper, since: Any
+    ) -> Generator[None, None, tuple[dict[int, Any], set[int], Any]]:
+        if self.counts is None:  # other aggregations: compared block by block
+            return (yield from super().group_changes(keyed, grouper, since))
+        memo = since if isinstance(since, CountMemo) else None
+        return (yield from count_changes_steps(keyed, self._index, grouper, memo))
 
     def restore(self, keyed: Iterable[tuple[int, Any]], operator_states: list[Any]) -> None:
         state = self.state

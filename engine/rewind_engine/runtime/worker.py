@@ -99,6 +99,10 @@ class WorkerJob(Job):
             on_failed=self._snapshot_failed,
             part=self._write_part,
             on_part=self._part_written,
+            # Each worker references only its own subtasks' blocks, and takes what it
+            # wrote as its base only on COMMIT n (the global manifest exists).
+            incremental=settings.snapshots.incremental_checkpoints,
+            full_every=settings.snapshots.full_checkpoint_every,
         )
         self.control_topic = control_topic(settings.job_id)
         self.run_attempt: str | None = None
