@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from rewind_engine import CollectSink, Dataflow, GeneratorSource, Sink, SinkContext, SinkWriter
 from rewind_engine.dataflow import AggregateSpec
-from rewind_engine.keys import key_group_of
+from rewind_engine.keys import KeyGrouper, key_group_of
 from rewind_engine.runtime.coordinator import IN_PROGRESS, SnapshotRequest
 from rewind_engine.runtime.incremental import BlockHistory
 from rewind_engine.runtime.job import Job
@@ -422,3 +422,39 @@ def test_the_history_takes_a_base_only_when_its_manifest_exists() -> None:
     assert off.begin(1, "checkpoint") is False
     off.completed(1)
     assert off.begin(2, "checkpoint") is False
+
+
+def _drain(steps: Any) -> Any:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def test_a_count_groups_only_the_key_groups_that_changed_since_its_memo() -> None:
+    grouper = KeyGrouper(MAXP)
+    op = AggregateOp(AggregateSpec(Count(), None, "batch"))
+    counts = op.counts
+    assert counts is not None
+    counts.add_batch([k for g in range(MAXP) for k in KEYS[g][:10]])
+    first, unchanged, memo = _drain(op.group_changes(op.capture(1).keyed, grouper, None))
+    assert set(first) == set(range(MAXP)) and unchanged == set()
+    counts.add_batch([KEYS[3][0], KEYS[3][1]])  # a count changes in group 3
+    counts.add_batch([KEYS[9][50]])  # a new key in group 9
+    groups, unchanged, memo2 = _drain(op.group_changes(op.capture(2).keyed, grouper, memo))
+    assert set(groups) == {3, 9}
+    assert unchanged == set(range(MAXP)) - {3, 9}
+    assert sorted(groups[9].keys) == sorted([*KEYS[9][:10], KEYS[9][50]])
+    assert dict(zip(groups[3].keys, groups[3].values, strict=True)) == {
+        k: 2 if k in KEYS[3][:2] else 1 for k in KEYS[3][:10]
+    }
+    # Nothing changed since memo2: nothing to encode, every group unchanged.
+    groups, unchanged, _ = _drain(op.group_changes(op.capture(3).keyed, grouper, memo2))
+    assert groups == {} and unchanged == set(range(MAXP))
+    # A memo of another state (not the same keys) is not trusted: everything is grouped.
+    other = AggregateOp(AggregateSpec(Count(), None, "batch"))
+    assert other.counts is not None
+    other.counts.add_batch(list(range(200)))
+    groups, unchanged, _ = _drain(other.group_changes(other.capture(1).keyed, grouper, memo2))
+    assert unchanged == set() and sum(len(c.keys) for c in groups.values()) == 200
