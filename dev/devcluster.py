@@ -4,6 +4,12 @@
 what is not running) in a child process, so the cluster's processes never belong to
 the caller, and returns a `ClusterEnv` read from `dev/.state/env`. The variables in
 `ClusterEnv.env()` are exactly the ones `dev/cluster env` prints (docs/CONTRACTS.md).
+
+Two addresses of each service: the host's (`s3_endpoint`, `kafka_bootstrap`: for the
+test process and anything it runs on the host) and the pods' (`pod_s3_endpoint`,
+`pod_kafka_bootstrap`: for what goes into a pod spec or a Secret a pod reads). They are
+the same with the process kubelet; on the real node the pods' are at the node IP, which
+the host reaches as well.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ CLUSTER = REPO / "dev" / "cluster"
 
 @dataclass(frozen=True)
 class ClusterEnv:
-    """Where the running cluster's parts answer; all loopback."""
+    """Where the running cluster's parts answer, for the host and for pods."""
 
     kubeconfig: Path
     s3_endpoint: str
@@ -30,6 +36,10 @@ class ClusterEnv:
     aws_region: str
     kafka_bootstrap: str
     bin_dir: Path
+    pod_s3_endpoint: str
+    """MinIO as a pod reaches it (for AWS_ENDPOINT_URL in a pod's Secret)."""
+    pod_kafka_bootstrap: str
+    """The broker as a pod reaches it (advertised back to pods as that address)."""
     extra: dict[str, str]
     """Other variables `dev/cluster env` prints (AWS_DEFAULT_REGION, ...)."""
 
@@ -44,6 +54,8 @@ class ClusterEnv:
             "AWS_REGION": self.aws_region,
             "REWIND_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "REWIND_DEV_BIN": str(self.bin_dir),
+            "REWIND_DEV_POD_S3_ENDPOINT": self.pod_s3_endpoint,
+            "REWIND_DEV_POD_KAFKA_BOOTSTRAP": self.pod_kafka_bootstrap,
         }
 
     def binary(self, name: str) -> Path:
@@ -60,6 +72,7 @@ class ClusterEnv:
         named = {
             "KUBECONFIG", "REWIND_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "REWIND_KAFKA_BOOTSTRAP", "REWIND_DEV_BIN",
+            "REWIND_DEV_POD_S3_ENDPOINT", "REWIND_DEV_POD_KAFKA_BOOTSTRAP",
         }  # fmt: skip
         return cls(
             kubeconfig=Path(values["KUBECONFIG"]),
@@ -69,6 +82,8 @@ class ClusterEnv:
             aws_region=values["AWS_REGION"],
             kafka_bootstrap=values["REWIND_KAFKA_BOOTSTRAP"],
             bin_dir=Path(values["REWIND_DEV_BIN"]),
+            pod_s3_endpoint=values["REWIND_DEV_POD_S3_ENDPOINT"],
+            pod_kafka_bootstrap=values["REWIND_DEV_POD_KAFKA_BOOTSTRAP"],
             extra={k: v for k, v in values.items() if k not in named},
         )
 

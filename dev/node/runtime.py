@@ -1,7 +1,8 @@
 """The real node: containerd + runc, the real kubelet and kube-proxy, a CNI bridge.
 
-What flows through here: `dev/cluster up --node real` asks for the three process specs
-(containerd first; the kubelet and kube-proxy once the API server is up), imports the
+What flows through here: `dev/cluster up --node real` makes the bridge first (Kafka's
+pod listener binds its address), asks for the four process specs (containerd first;
+the kubelet, kube-proxy and the node gateway once the API server is up), imports the
 image tars of dev/node/images.py into containerd, and `dev/cluster down` calls
 `teardown`, which removes every container, network namespace, mount, cgroup, the
 bridge and kube-proxy's iptables chains that this cluster made.
@@ -23,8 +24,8 @@ from pathlib import Path
 from dev.node.images import PAUSE_TAG
 from dev.node.net import NodeNet
 from dev.plane import pins
-from dev.plane.components import HOST, Spec, _base_env, api_get, http_get
-from dev.plane.layout import State
+from dev.plane.components import HOST, Spec, _base_env, admin_ctx, api_get, http_get
+from dev.plane.layout import REPO, State
 from dev.plane.pki import NODE_NAME
 
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -276,6 +277,27 @@ def kube_proxy(state: State, p: dict[str, int]) -> Spec:
     ]  # fmt: skip
     url = f"http://{HOST}:{p['kube-proxy-healthz']}/healthz"
     return Spec("kube-proxy", argv, lambda: http_get(url) is not None, _base_env(state))
+
+
+GATEWAY_PORTS = ("minio", "apiserver")
+"""The loopback services that pods reach at the node IP through dev/node/gateway.py."""
+
+
+def gateway(state: State, p: dict[str, int]) -> Spec:
+    """The node gateway; healthy once MinIO and the API server answer through it."""
+    node = NodeNet.of(state).gateway
+    argv = [
+        str(REPO / ".venv" / "bin" / "python"), "-m", "dev.node.gateway", f"--listen={node}",
+        *[f"--forward={p[name]}" for name in GATEWAY_PORTS],
+    ]  # fmt: skip
+
+    def healthy() -> bool:
+        minio = http_get(f"http://{node}:{p['minio']}/minio/health/ready") is not None
+        api = f"https://{node}:{p['apiserver']}/readyz"
+        return minio and http_get(api, admin_ctx(state)) == b"ok"
+
+    return Spec("node-gateway", argv, healthy, _base_env(state), grace=5, cwd=REPO,
+                prepare=lambda: ensure_bridge(state))  # fmt: skip
 
 
 # ---- teardown -------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from dev.plane.layout import REPO, State
 
 ORDER = (
     "etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler",
-    "containerd", "kubelet", "kube-proxy",
+    "containerd", "kubelet", "kube-proxy", "node-gateway",
 )  # fmt: skip
 """Start order; `down` stops in reverse (the kubelet first, so it ends its pods)."""
-REAL_NODE_ONLY = ("containerd", "kube-proxy")
+REAL_NODE_ONLY = ("containerd", "kube-proxy", "node-gateway")
 
 SpecFactory = Callable[[State, dict[str, int]], Spec]
 FACTORIES: dict[str, SpecFactory] = {
@@ -44,6 +44,7 @@ REAL_NODE: dict[str, SpecFactory] = {
     "containerd": lambda state, _: runtime.containerd(state),
     "kubelet": runtime.kubelet,
     "kube-proxy": runtime.kube_proxy,
+    "node-gateway": runtime.gateway,
 }
 
 
@@ -75,6 +76,10 @@ def specs(state: State) -> dict[str, Spec]:
 def env_lines(state: State) -> list[tuple[str, str]]:
     p = components.ports(state, lambda: True)
     s3 = f"http://{HOST}:{p['minio']}"
+    # What a pod dials: on the real node the node IP (dev/node/gateway.py, Kafka's POD
+    # listener), reachable from the host too; with the process kubelet, the host's own.
+    pod_host = net.NodeNet.of(state).gateway if net.is_real(state) else HOST
+    kafka = components.kafka_listeners(state, p)
     return [
         ("KUBECONFIG", str(state.kubeconfig("admin"))),
         ("REWIND_S3_ENDPOINT", s3),
@@ -85,8 +90,10 @@ def env_lines(state: State) -> list[tuple[str, str]]:
         ("AWS_DEFAULT_REGION", components.AWS_REGION),
         # Never ask a cloud metadata endpoint for anything: only loopback is reachable.
         ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("REWIND_KAFKA_BOOTSTRAP", f"{HOST}:{p['kafka']}"),
+        ("REWIND_KAFKA_BOOTSTRAP", kafka["PLAINTEXT"]),
         ("REWIND_DEV_BIN", str(state.bin)),
+        ("REWIND_DEV_POD_S3_ENDPOINT", f"http://{pod_host}:{p['minio']}"),
+        ("REWIND_DEV_POD_KAFKA_BOOTSTRAP", kafka.get("POD", kafka["PLAINTEXT"])),
     ]
 
 
@@ -152,6 +159,8 @@ def up(state: State, real: bool = False) -> None:
     ports = components.ports(state, lambda: True)
     pki.write_kubeconfigs(state, f"https://{HOST}:{ports['apiserver']}")
     t0 = time.monotonic()
+    if real:
+        runtime.ensure_bridge(state)  # Kafka's pod listener binds the node IP
     # Three waves: what needs nothing, then the API server, then what needs the API.
     first = [_start(state, sp[n]) for n in ("etcd", "minio", "kafka", "containerd") if n in sp]
     _wait_healthy(state, [sp["etcd"]])
@@ -160,7 +169,7 @@ def up(state: State, real: bool = False) -> None:
     if store is not None:
         _wait_healthy(state, [sp["containerd"]])
         runtime.import_images(state, store.tars())
-    later = ("controller-manager", "scheduler", "kubelet", "kube-proxy")
+    later = ("controller-manager", "scheduler", "kubelet", "kube-proxy", "node-gateway")
     rest = [_start(state, sp[n]) for n in sp if n in later]
     _wait_healthy(state, [s for s in [*first, *rest] if s is not None and s.name != "etcd"])
     write_env(state)

@@ -1,6 +1,11 @@
 """How each process of the local cluster is started and how its health is judged.
 
-Every listener is bound to 127.0.0.1. Ports are chosen once (fixed defaults in an
+Every listener is bound to 127.0.0.1, except on the real node, where pods reach the
+host's services at the node IP 198.18.N.1 (dev/node/net.py): Kafka gets a second
+listener there, advertised as such; MinIO and the API server stay on loopback and the
+node gateway (dev/node/gateway.py) forwards their ports from the node IP; the API server
+advertises the node IP, so the `kubernetes` Service routes (through kube-proxy) to that
+gateway. Ports are chosen once (fixed defaults in an
 uncommon range, or a free port when the default is taken) and kept in
 `dev/.state/ports.json`, so kubeconfigs and the Kafka log stay valid across restarts.
 """
@@ -47,6 +52,8 @@ DEFAULT_PORTS = {
     "minio": 29000,
     "kafka": 29092,
     "kafka-controller": 29093,
+    # Kafka's listener on the node IP, for pods (the real node only).
+    "kafka-pod": 29094,
     # The real node only (dev/node/runtime.py).
     "kubelet-healthz": 26248,
     "kube-proxy-healthz": 26256,
@@ -175,12 +182,23 @@ def etcd(state: State, p: dict[str, int]) -> Spec:
     return Spec("etcd", argv, healthy, _base_env(state), ready_timeout=60)
 
 
+def _apiserver_endpoints(state: State) -> list[str]:
+    """Where the `kubernetes` Service points. On the real node: the node IP (the gateway
+    forwards it to the API server), kept current by the API server's own lease. With
+    the process kubelet, nothing: Endpoints may not hold loopback addresses, so in-cluster
+    clients reach the API server through KUBERNETES_SERVICE_HOST instead."""
+    if net.is_real(state):
+        gateway = net.NodeNet.of(state).gateway
+        return [f"--advertise-address={gateway}", "--endpoint-reconciler-type=lease"]
+    return [f"--advertise-address={HOST}", "--endpoint-reconciler-type=none"]
+
+
 def apiserver(state: State, p: dict[str, int]) -> Spec:
     pki = state.pki
     argv = [
         _bin(pins.KUBERNETES, "kube-apiserver"),
         f"--etcd-servers=http://{HOST}:{p['etcd']}",
-        f"--bind-address={HOST}", f"--advertise-address={HOST}",
+        f"--bind-address={HOST}", *_apiserver_endpoints(state),
         f"--secure-port={p['apiserver']}",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -193,9 +211,6 @@ def apiserver(state: State, p: dict[str, int]) -> Spec:
         f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
-        # Endpoints may not hold loopback addresses, so the `kubernetes` Service gets none;
-        # in-cluster clients reach the API server through KUBERNETES_SERVICE_HOST instead.
-        "--endpoint-reconciler-type=none",
         # The controller manager and scheduler read this CA from a ConfigMap to trust an
         # aggregating proxy; none is in use, and the name below matches no certificate.
         f"--requestheader-client-ca-file={pki / 'ca.crt'}",
@@ -283,6 +298,16 @@ logger.apache.level = WARN
 """
 
 
+def kafka_listeners(state: State, p: dict[str, int]) -> dict[str, str]:
+    """Kafka's client listeners by name: PLAINTEXT on loopback, and on the real node POD
+    on the node IP, each advertised as itself (a client is sent back to the address of
+    the listener it dialled, so a pod never gets 127.0.0.1)."""
+    out = {"PLAINTEXT": f"{HOST}:{p['kafka']}"}
+    if net.is_real(state):
+        out["POD"] = f"{net.NodeNet.of(state).gateway}:{p['kafka-pod']}"
+    return out
+
+
 def kafka(state: State, p: dict[str, int]) -> Spec:
     home = state.data("kafka")
     props = home / "server.properties"
@@ -295,6 +320,10 @@ def kafka(state: State, p: dict[str, int]) -> Spec:
         f"-Dkafka.logs.dir={state.logs}", "-cp", classpath,
     ]  # fmt: skip
 
+    clients = kafka_listeners(state, p)
+    listeners = ",".join(f"{name}://{addr}" for name, addr in clients.items())
+    protocols = ",".join(f"{name}:PLAINTEXT" for name in ["CONTROLLER", *clients])
+
     def prepare() -> None:
         home.mkdir(parents=True, exist_ok=True)
         (home / "log4j2.properties").write_text(LOG4J2.format(log=state.logs / "kafka-server.log"))
@@ -304,11 +333,11 @@ def kafka(state: State, p: dict[str, int]) -> Spec:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{ctl}",
-                    f"listeners=PLAINTEXT://{HOST}:{p['kafka']},CONTROLLER://{ctl}",
-                    f"advertised.listeners=PLAINTEXT://{HOST}:{p['kafka']}",
+                    f"listeners={listeners},CONTROLLER://{ctl}",
+                    f"advertised.listeners={listeners}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"listener.security.protocol.map={protocols}",
                     f"log.dirs={home / 'data'}",
                     "num.partitions=1",
                     "auto.create.topics.enable=true",

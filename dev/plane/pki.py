@@ -1,11 +1,11 @@
 """Certificates, the service-account key pair and kubeconfigs, made with the openssl CLI.
 
-One CA signs everything: the API server's serving certificate (127.0.0.1, localhost and
-the in-cluster names), one client certificate per identity (the admin in system:masters,
-the controller manager, the scheduler, the node, the API server towards the kubelet) and
-a serving certificate for the kubelet. The CA also signs CSRs through the controller
-manager. Files are made once and kept, so a restarted cluster keeps its identity and
-existing kubeconfigs stay valid.
+One CA signs everything: the API server's serving certificate (127.0.0.1, localhost, the
+in-cluster names, the `kubernetes` Service IP and the real node's IP), one client
+certificate per identity (the admin in system:masters, the controller manager, the
+scheduler, the node, the API server towards the kubelet) and a serving certificate for
+the kubelet. The CA also signs CSRs through the controller manager. Files are made once
+and kept, so a restarted cluster keeps its identity and existing kubeconfigs stay valid.
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ def _sign(pki: Path, stem: str, subject: str, extensions: str) -> None:
     wanted.write_text(request)
 
 
+def _node_names(node: net.NodeNet) -> list[str]:
+    """The `kubernetes` Service IP and the node IP (where the real node's pods reach the
+    API server through the gateway), named in both modes, so that switching modes keeps
+    the certificate."""
+    return [f"IP:{node.kubernetes_service_ip}", f"IP:{node.gateway}"]
+
+
 def ensure_pki(state: State) -> None:
     """Creates every key and certificate that is missing (idempotent)."""
     pki = state.pki
@@ -95,7 +102,7 @@ def ensure_pki(state: State) -> None:
     _sign(
         pki, "apiserver", "/CN=kube-apiserver",
         server + "extendedKeyUsage=serverAuth\nsubjectAltName="
-        + ",".join([*API_SERVER_NAMES, f"IP:{net.NodeNet.of(state).kubernetes_service_ip}"]),
+        + ",".join([*API_SERVER_NAMES, *_node_names(net.NodeNet.of(state))]),
     )  # fmt: skip
     _sign(
         pki, "kubelet-serving", f"/O=system:nodes/CN=system:node:{NODE_NAME}",
