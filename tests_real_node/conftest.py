@@ -2,9 +2,11 @@
 
 `real_node` (session) runs `dev/cluster up --node real` (building what is missing: the
 node's Debian packages, kubelet, kube-proxy and the images) and exports the cluster's
-variables. These tests live outside tests/, so `pytest tests` never collects them: they
-need root, containerd and runc, and they stop the cluster at the end (the last test is
-`dev/cluster down` leaving nothing behind).
+variables. `namespace` and `bucket` give a test its own namespace and MinIO bucket
+(made from the host; pods reach MinIO at `real_node.pod_s3_endpoint`). These tests live
+outside tests/, so `pytest tests` never collects them: they need root, containerd and
+runc, and they stop the cluster at the end (the last test is `dev/cluster down` leaving
+nothing behind).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import pytest
 from dev import devcluster
 from dev.devcluster import CLUSTER, ClusterEnv
 from dev.plane.layout import State
+
+from .kube import s3_client
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,4 +52,20 @@ def namespace(real_node: ClusterEnv) -> Iterator[str]:
     name = f"rn-{uuid.uuid4().hex[:8]}"
     devcluster.kubectl("create", "namespace", name, check=True, env=real_node)
     yield name
+    for kind in ("streamapps.rewind.dev", "savepoints.rewind.dev"):
+        devcluster.kubectl("delete", kind, "--all", "--wait=false", namespace=name, env=real_node)
     devcluster.kubectl("delete", "namespace", name, "--wait=false", env=real_node)
+
+
+@pytest.fixture
+def bucket(real_node: ClusterEnv) -> Iterator[str]:
+    """A new bucket on MinIO; emptied and removed after the test."""
+    s3 = s3_client(real_node)
+    name = f"rn-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+    s3.delete_bucket(Bucket=name)

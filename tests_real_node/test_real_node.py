@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import time
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import pytest
 
@@ -22,11 +18,8 @@ from dev import devcluster
 from dev.node.net import NodeNet
 from dev.plane.layout import State
 
-T = TypeVar("T")
-Json = dict[str, Any]
-LIMIT = 180.0
-"""Fail-safe only: how long a wait may take before the test is declared hung."""
-SLEEP = ["python", "-c", "import time; print('up', flush=True); time.sleep(3600)"]
+from .kube import SLEEP, exec_, kubectl, pod, start, wait_for
+
 CHART_SECURITY = {
     # What helm/rewind/templates gives the operator's container.
     "runAsNonRoot": True,
@@ -34,63 +27,6 @@ CHART_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
-
-
-def wait_for(what: str, probe: Callable[[], T | None], limit: float = LIMIT) -> T:
-    deadline = time.monotonic() + limit
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"gave up waiting for {what}; last observation: {last!r}")
-
-
-def kubectl(*args: str, namespace: str, input: str | None = None) -> str:
-    done = devcluster.kubectl(*args, namespace=namespace, input=input)
-    assert done.returncode == 0, f"kubectl {' '.join(args)} failed: {done.stderr}"
-    return done.stdout
-
-
-def pod(name: str, image: str, command: list[str], **container: Any) -> Json:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": command,
-                    **container,
-                }
-            ],
-            "terminationGracePeriodSeconds": 1,
-        },
-    }
-
-
-def start(namespace: str, manifest: Json) -> Json:
-    """Applies a pod and waits until it runs; returns its status."""
-    wait_for(
-        "the default service account",
-        lambda: devcluster.kubectl("get", "sa", "default", namespace=namespace).returncode == 0,
-    )
-    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(manifest))
-    name = manifest["metadata"]["name"]
-
-    def running() -> Json | None:
-        got = json.loads(kubectl("get", "pod", name, "-o", "json", namespace=namespace))
-        return got if got["status"].get("phase") == "Running" else None
-
-    return wait_for(f"pod {name} running", running)
-
-
-def exec_(namespace: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return devcluster.kubectl("exec", name, "--", *cmd, namespace=namespace)
 
 
 def test_operator_image_runs_as_non_root_with_a_read_only_root(namespace: str) -> None:
