@@ -285,7 +285,9 @@ class StreamAppSpec(_Model):
     )
     """Extra Pod template fields merged into the engine's: `metadata.labels`,
     `metadata.annotations` and `spec` fields (nodeSelector, tolerations, affinity,
-    volumes, ...). The operator's own container, labels and service account win."""
+    volumes, ...). The operator's own container, labels and service account win; of a
+    container named `engine` only `volumeMounts` is taken, to mount the volumes into
+    the engine."""
 
 
 class Condition(_Model):

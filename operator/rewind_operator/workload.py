@@ -216,13 +216,22 @@ def pod_template(
     extra = spec.pod_template or {}
     extra_meta = extra.get("metadata") or {}
     extra_spec = dict(extra.get("spec") or {})
-    sidecars = [c for c in extra_spec.pop("containers", []) if c.get("name") != CONTAINER]
+    containers = extra_spec.pop("containers", [])
+    sidecars = [c for c in containers if c.get("name") != CONTAINER]
+    engine = _container(app, spec, restore)
+    # Of a container named `engine` only its volumeMounts count: they mount the pod's
+    # volumes (podTemplate.spec.volumes) into the engine; everything else is ours.
+    mounts = [
+        m for c in containers if c.get("name") == CONTAINER for m in c.get("volumeMounts") or []
+    ]
+    if mounts:
+        engine["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {
         **extra_spec,
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": extra_spec.get("terminationGracePeriodSeconds", 60),
-        "containers": [_container(app, spec, restore), *sidecars],
+        "containers": [engine, *sidecars],
     }
     annotations = dict(extra_meta.get("annotations") or {})
     if restore is not None:

@@ -115,6 +115,26 @@ def test_pod_template_merges_but_ours_win() -> None:
     assert tpl["spec"]["containers"][0]["image"] == "pa:v1"
 
 
+def test_pod_template_mounts_volumes_into_the_engine_and_takes_nothing_else() -> None:
+    mount = {"name": "out", "mountPath": "/out"}
+    spec = _spec(
+        podTemplate={
+            "spec": {
+                "volumes": [{"name": "out", "hostPath": {"path": "/srv/out"}}],
+                "containers": [
+                    {"name": "engine", "image": "x", "command": ["sh"], "volumeMounts": [mount]}
+                ],
+            },
+        }
+    )
+    tpl = workload.pod_template("pa", spec, None)
+    [engine] = tpl["spec"]["containers"]
+    assert engine["volumeMounts"] == [mount]
+    assert engine["image"] == "pa:v1" and engine["command"] == ["rewind"]
+    assert tpl["spec"]["volumes"] == [{"name": "out", "hostPath": {"path": "/srv/out"}}]
+    assert "volumeMounts" not in workload.pod_template("pa", _spec(), None)["spec"]["containers"][0]
+
+
 def test_service_account_has_no_token() -> None:
     assert workload.service_account()["automountServiceAccountToken"] is False
 
