@@ -92,7 +92,7 @@ def project_images() -> list[Image]:
             args=_base_args(),
         ),
     ]
-    for version in ("v1", "v2", "v2b", "v3-crash"):
+    for version in ("v1", "v2", "v2b", "v3-crash", "v4-renamed-uid"):
         out.append(
             Image(
                 tags=(f"{REGISTRY}/rewind-examples/post-analytics:{version}",),

@@ -86,7 +86,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
+  # No registry: an image that was not imported is "pulled" from a loopback port where
+  # nothing answers, so a pod that names it fails at once and nothing asks the host's
+  # DNS server (outside the ranges we may use) for a registry's name.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{registries}"
 """
+
+NO_REGISTRY = """\
+# Written by dev/node/runtime.py: no image is pulled from anywhere (see containerd.toml).
+server = "http://127.0.0.1:9"
+# containerd 1.6 refuses a file without a [host] tree ("invalid `host` tree").
+[host."http://127.0.0.1:9"]
+  capabilities = ["pull", "resolve"]
+"""
+REGISTRY_NAMESPACES = ("docker.io", "_default")
+"""docker.io: every image of this project; _default: any other registry's name."""
 
 
 def containerd(state: State) -> Spec:
@@ -95,6 +110,9 @@ def containerd(state: State) -> Spec:
     def prepare() -> None:
         for sub in ("containerd/root", "containerd/run", "cni/net.d", "cni/ipam"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        for namespace in REGISTRY_NAMESPACES:
+            (d / "registries" / namespace).mkdir(parents=True, exist_ok=True)
+            (d / "registries" / namespace / "hosts.toml").write_text(NO_REGISTRY)
         (d / "containerd.toml").write_text(
             CONTAINERD_TOML.format(
                 root=d / "containerd/root",
@@ -103,6 +121,7 @@ def containerd(state: State) -> Spec:
                 pause=PAUSE_TAG,
                 cni_bin=_cni_bin(),
                 cni_conf=d / "cni/net.d",
+                registries=d / "registries",
             )
         )
         _write_cni(state)
