@@ -18,7 +18,7 @@ from dev import devcluster
 from dev.node.net import NodeNet
 from dev.plane.layout import State
 
-from .kube import SLEEP, exec_, kubectl, pod, start, wait_for
+from .kube import SLEEP, apply_pod, exec_, kubectl, pod, start, wait_for
 
 CHART_SECURITY = {
     # What helm/rewind/templates gives the operator's container.
@@ -105,3 +105,28 @@ def test_an_image_that_does_not_exist_is_reported(namespace: str) -> None:
         return None
 
     assert wait_for("the pod's image error", reason) == "ErrImageNeverPull"
+
+
+@pytest.mark.parametrize(
+    "image", ["rewind-examples/post-analytics:does-not-exist", "registry.example/x/y:z"]
+)
+def test_a_missing_image_is_pulled_from_nowhere(namespace: str, image: str) -> None:
+    """With `IfNotPresent`, containerd tries to pull: every registry name leads to a
+    closed loopback port (dev/node/runtime.py), so no name is ever looked up."""
+    manifest = pod("pull", image, SLEEP, imagePullPolicy="IfNotPresent")
+    apply_pod(namespace, manifest)
+
+    def message() -> str | None:
+        got = json.loads(kubectl("get", "pod", "pull", "-o", "json", namespace=namespace))
+        for c in got["status"].get("containerStatuses") or []:
+            waiting = c.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull"):
+                return str(waiting.get("message", ""))
+        return None
+
+    said = wait_for("the pod's pull error", message)
+    events = kubectl("get", "events", "-o", "json", namespace=namespace)
+    pulls = [e["message"] for e in json.loads(events)["items"] if "Failed to pull" in e["message"]]
+    assert pulls, said
+    for text in pulls:
+        assert "127.0.0.1:9" in text and "lookup" not in text, text
