@@ -199,7 +199,8 @@ def crds(cluster: ClusterEnv) -> None:
 
 @pytest.fixture
 def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
-    """A Secret `s3-creds` in the test's namespace with MinIO's settings as AWS_* keys."""
+    """A Secret `s3-creds` in the test's namespace with MinIO's settings as AWS_* keys,
+    for engine pods (the operator on the host reaches the same endpoint)."""
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -207,7 +208,8 @@ def s3_secret(cluster: ClusterEnv, namespace: str) -> str:
         "stringData": {
             "AWS_ACCESS_KEY_ID": cluster.aws_access_key_id,
             "AWS_SECRET_ACCESS_KEY": cluster.aws_secret_access_key,
-            "AWS_ENDPOINT_URL": cluster.s3_endpoint,
+            # As the engine pods reach MinIO (the node IP on the real node).
+            "AWS_ENDPOINT_URL": cluster.pod_s3_endpoint,
             "AWS_REGION": cluster.aws_region,
         },
     }

@@ -8,6 +8,7 @@ test's kubeconfig, so a test sees exactly what a user's `kubectl` would.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -41,3 +42,22 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if c["type"] == type_:
             return dict(c)
     return {}
+
+
+def host_folders(*folders: Path) -> dict[str, Any]:
+    """A StreamApp `podTemplate` that mounts each host folder at the same path in the
+    engine's container (hostPath), so that what the engine writes there (file output,
+    file:// snapshots) is what the test reads. The folders are made, writable for the
+    engine's user (the images run as 10001). With the process kubelet the engine would
+    write there anyway; on the real node a container otherwise sees only its own files."""
+    volumes, mounts = [], []
+    for i, folder in enumerate(folders):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o777)
+        volumes.append(
+            {"name": f"host-{i}", "hostPath": {"path": str(folder), "type": "Directory"}}
+        )
+        mounts.append({"name": f"host-{i}", "mountPath": str(folder)})
+    return {
+        "spec": {"volumes": volumes, "containers": [{"name": "engine", "volumeMounts": mounts}]}
+    }

@@ -26,7 +26,7 @@ from dev.devcluster import ClusterEnv
 from dev.plane import procs
 from dev.plane.layout import State
 
-from .kube import apply, condition, get, items
+from .kube import apply, condition, get, host_folders, items
 from .test_operator_story import (
     V1,
     V2,
@@ -98,6 +98,7 @@ def test_a_paused_store_stalls_only_its_own_app_and_the_upgrade_completes_after(
         "savepointInterval": "4s",
         "savepointTimeout": "30s",
     }
+    body_b["spec"]["podTemplate"] = host_folders(out_b, tmp_path / "b-snapshots")
     for body in (body_a, body_b):
         assert apply(namespace, body, cluster).returncode == 0
     wait_running("a", namespace, cluster, V1)
@@ -121,12 +122,13 @@ def test_a_paused_store_stalls_only_its_own_app_and_the_upgrade_completes_after(
         upgrade = wait_until("A's upgrade savepoint to fail by its timeout", a_timed_out)
         error = upgrade["status"]["error"]
         assert error.startswith(f"timed out after {SAVEPOINT_TIMEOUT[:-1]}s"), error
-        assert cluster.s3_endpoint in error, f"the store is named: {error}"
+        assert cluster.pod_s3_endpoint in error, f"the store is named: {error}"
         assert cluster.aws_secret_access_key not in error
 
         def a_progressing() -> dict[str, Any] | None:
             progressing = condition(get("sapp", "a", namespace, cluster), "Progressing")
-            return progressing if cluster.s3_endpoint in progressing.get("message", "") else None
+            named = cluster.pod_s3_endpoint in progressing.get("message", "")
+            return progressing if named else None
 
         progressing = wait_until("A's condition to name the endpoint", a_progressing)
         assert "timed out" in progressing["message"]

@@ -263,7 +263,7 @@ def _s3(cluster: ClusterEnv) -> Any:
 
 
 def _credentials_secret(cluster: ClusterEnv, namespace: str) -> None:
-    env = cluster.env()
+    env = cluster.env() | {"AWS_ENDPOINT_URL": cluster.pod_s3_endpoint}  # as pods reach it
     keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
     pairs = [f"--from-literal={k}={env[k]}" for k in keys]
     created = kubectl(

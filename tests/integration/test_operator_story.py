@@ -26,7 +26,7 @@ from dev.devcluster import ClusterEnv
 from dev.plane import procs
 from dev.plane.layout import State
 
-from .kube import apply, condition, get, items
+from .kube import apply, condition, get, host_folders, items
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,7 @@ def app_body(name: str, bucket: str, out: Path, image: str = V1, **spec: Any) ->
             "savepointTimeout": "30s",
         },
         "rollback": {"enabled": True, "readinessTimeout": "90s"},
+        "podTemplate": host_folders(out),
     }
     base.update(spec)
     return {

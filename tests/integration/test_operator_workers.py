@@ -30,7 +30,7 @@ from rewind_operator.testing import OperatorProcess, wait_until
 from dev import devcluster
 from dev.devcluster import ClusterEnv
 
-from .kube import apply, get, items
+from .kube import apply, get, host_folders, items
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -49,7 +49,7 @@ def kafka_secret(cluster: ClusterEnv, namespace: str) -> str:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "kafka"},
-        "stringData": {"REWIND_KAFKA_BOOTSTRAP": cluster.kafka_bootstrap},
+        "stringData": {"REWIND_KAFKA_BOOTSTRAP": cluster.pod_kafka_bootstrap},
     }
     assert apply(namespace, body, cluster).returncode == 0
     return "kafka"
@@ -98,6 +98,8 @@ def app_body(
                 "checkpointInterval": checkpoint_interval,
                 "savepointTimeout": "60s",
             },
+            # On the real node the container writes `out` through a hostPath volume.
+            "podTemplate": host_folders(out),
         },
     }
 
