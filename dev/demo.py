@@ -175,7 +175,7 @@ class Demo:
 
     def install_chart(self) -> str:
         values = [
-            "--set", "image.tag=dev",  # dev/images.yaml maps rewind/operator:dev to this repo
+            "--set", "image.tag=dev",  # rewind/operator:dev: this repo's operator, on either node
             "--set", f"watchNamespaces={{{NAMESPACE}}}",
             "--set", "operator.logFormat=console",
             # Pods on the local cluster have loopback IPs, which Endpoints refuse: a metrics
@@ -250,7 +250,8 @@ class Demo:
         if not _bucket_exists(s3, bucket):
             s3.create_bucket(Bucket=bucket)
             self.say(f"created bucket {bucket} on MinIO ({self.env.s3_endpoint})")
-        env = self.env.env()
+        # The engine pods read it: MinIO's address as a pod reaches it.
+        env = self.env.env() | {"AWS_ENDPOINT_URL": self.env.pod_s3_endpoint}
         keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
         secret = {
             "apiVersion": "v1",

@@ -1,6 +1,7 @@
 """The local cluster's own parts, against the real components: the API server enforces
 CRD schemas, MinIO stores objects, Kafka returns what was produced (also in a
-transaction), and every listener we started is on loopback."""
+transaction), and every listener we started is on loopback (on the real node: or on
+its node IP, where pods reach the kubelet, Kafka and the node gateway)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
+from dev.node import net
 from dev.plane import procs
 from dev.plane.layout import State
 
@@ -194,11 +196,16 @@ def _addr(hex_addr: str) -> str:
     return str(ipaddress.ip_address(words))
 
 
-def _is_loopback(ip: str) -> bool:
+def _plain(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (a Java listener's) as the IPv4 address it is."""
     addr = ipaddress.ip_address(ip)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _is_loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip).is_loopback
 
 
 def test_everything_we_started_listens_only_on_loopback(cluster: ClusterEnv) -> None:
@@ -212,10 +219,16 @@ def test_everything_we_started_listens_only_on_loopback(cluster: ClusterEnv) -> 
             local, st, inode = cols[1], cols[3], cols[9]
             if inode in inodes and st == listen_state:
                 host, port = local.split(":")
-                listening.append((_addr(host), int(port, 16)))
+                listening.append((_plain(_addr(host)), int(port, 16)))
     ports = {port for _, port in listening}
     # Every component's main port is among them, so the test really saw our listeners.
     for url in (cluster.s3_endpoint, cluster.kafka_bootstrap):
         assert int(url.rsplit(":", 1)[1]) in ports
-    wide = [(ip, port) for ip, port in listening if not _is_loopback(ip)]
+    node = net.NodeNet.of(state).gateway if net.is_real(state) else None
+    wide = [(ip, port) for ip, port in listening if not _is_loopback(ip) and ip != node]
     assert wide == [], f"listening beyond loopback: {wide}"
+    if node is not None:
+        # ... and there, only the ports pods need.
+        pod_ports = {int(cluster.pod_s3_endpoint.rsplit(":", 1)[1]),
+                     int(cluster.pod_kafka_bootstrap.rsplit(":", 1)[1])}  # fmt: skip
+        assert pod_ports <= {port for ip, port in listening if ip == node}
