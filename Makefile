@@ -37,9 +37,12 @@ test-unit: bootstrap
 test-integration: build
 	.venv/bin/pytest tests/integration
 
-## Everything CI runs: lint, unit and integration tests against the real local cluster.
+## Everything CI runs: lint, unit and integration tests against the real local cluster
+## (process kubelet), then the real node's tests: the project's images in containerd.
 test: build lint
 	.venv/bin/pytest tests
+	dev/cluster down
+	.venv/bin/pytest tests_real_node
 
 ## The post-analytics upgrade story on the local cluster, told in plain words.
 demo: build
