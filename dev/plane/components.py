@@ -341,6 +341,11 @@ def kafka(state: State, p: dict[str, int]) -> Spec:
                     f"log.dirs={home / 'data'}",
                     "num.partitions=1",
                     "auto.create.topics.enable=true",
+                    # Test data is stamped with event times of the past (the examples'
+                    # post events start in 2023): time-based retention would delete it
+                    # at the broker's next check (every 5 min), under a test that reads
+                    # it later. Nothing here is kept for long anyway.
+                    "log.retention.ms=-1",
                     # One broker: every internal topic has one replica, so transactions
                     # and consumer groups work.
                     "offsets.topic.replication.factor=1",

@@ -90,6 +90,7 @@ class Broker:
                     f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
                     *security,
                     f"log.dirs={home / 'data'}",
+                    "log.retention.ms=-1",  # as dev/'s broker: test data has old times
                     "offsets.topic.replication.factor=1",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
