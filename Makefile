@@ -38,7 +38,8 @@ test-integration: build
 	.venv/bin/pytest tests/integration
 
 ## Everything CI runs: lint, unit and integration tests against the real local cluster
-## (process kubelet), then the real node's tests: the project's images in containerd.
+## (its node runs the project's images in containerd), then the node's own tests, which
+## end with `dev/cluster down` leaving nothing behind.
 test: build lint
 	.venv/bin/pytest tests
 	dev/cluster down

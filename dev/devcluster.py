@@ -7,9 +7,8 @@ the caller, and returns a `ClusterEnv` read from `dev/.state/env`. The variables
 
 Two addresses of each service: the host's (`s3_endpoint`, `kafka_bootstrap`: for the
 test process and anything it runs on the host) and the pods' (`pod_s3_endpoint`,
-`pod_kafka_bootstrap`: for what goes into a pod spec or a Secret a pod reads). They are
-the same with the process kubelet; on the real node the pods' are at the node IP, which
-the host reaches as well.
+`pod_kafka_bootstrap`: for what goes into a pod spec or a Secret a pod reads): the pods'
+are at the node IP, which the host reaches as well.
 """
 
 from __future__ import annotations
@@ -105,10 +104,7 @@ def ensure_up() -> ClusterEnv:
     state.logs.mkdir(parents=True, exist_ok=True)
     log = state.logs / "ensure-up.log"
     with log.open("w") as f:
-        # REWIND_DEV_NODE=real runs the same tests on the real node (dev/README.md).
-        node = os.environ.get("REWIND_DEV_NODE", "process")
-        cmd = [str(CLUSTER), "up", "--node", node]
-        code = subprocess.run(cmd, stdout=f, stderr=f, check=False).returncode
+        code = subprocess.run([str(CLUSTER), "up"], stdout=f, stderr=f, check=False).returncode
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         raise RuntimeError(f"dev/cluster up failed ({code}); end of {log}:\n{tail}")

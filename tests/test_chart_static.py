@@ -25,6 +25,7 @@ import yaml
 from rewind_operator.models import StreamApp
 
 from dev import docgen
+from dev.node import images
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "rewind"
@@ -294,13 +295,18 @@ def test_example_streamapps_are_valid_and_tell_the_upgrade_story() -> None:
     assert v1.metadata["name"] == v2.metadata["name"], "v2 must upgrade the same app"
     assert v1.spec.image != v2.spec.image
     assert v2.spec.upgrade_mode == "savepoint"
-    # The dev image map knows every example image, so the demo can run them.
-    images = yaml.safe_load((REPO / "dev" / "images.yaml").read_text())["images"]
+    # The local cluster builds every example image (dev/node/images.py), with the flow in
+    # its working folder, so the demo can run them.
+    built = {
+        tag.removeprefix(f"{images.REGISTRY}/"): image
+        for image in images.project_images()
+        for tag in image.tags
+    }
     for name, app in apps.items():
-        assert app.spec.image in images, f"{name}: {app.spec.image} is not in dev/images.yaml"
-        assert (REPO / images[app.spec.image]["dir"] / app.spec.flow).exists(), (
-            f"{name}: flow {app.spec.flow} is not in {images[app.spec.image]['dir']}"
-        )
+        assert app.spec.image in built, f"{name}: dev/node/images.py builds no {app.spec.image}"
+        version = built[app.spec.image].args["VERSION"]
+        folder = REPO / "examples" / "post_analytics" / version
+        assert (folder / app.spec.flow).exists(), f"{name}: flow {app.spec.flow} is not in {folder}"
 
 
 _VERB = {"read": "get", "create": "create", "replace": "update", "patch": "patch",

@@ -1,7 +1,7 @@
 """Fixtures for the tests of the real node (`make test-real-node`; dev/README.md).
 
-`real_node` (session) runs `dev/cluster up --node real` (building what is missing: the
-node's Debian packages, kubelet, kube-proxy and the images) and exports the cluster's
+`real_node` (session) runs `dev/cluster up` (building what is missing: the node's
+Debian packages, kubelet, kube-proxy and the images) and exports the cluster's
 variables. `namespace` and `bucket` give a test its own namespace and MinIO bucket
 (made from the host; pods reach MinIO at `real_node.pod_s3_endpoint`). These tests live
 outside tests/, so `pytest tests` never collects them: they need root, containerd and
@@ -36,12 +36,10 @@ def real_node() -> Iterator[ClusterEnv]:
     state.logs.mkdir(parents=True, exist_ok=True)
     log = state.logs / "up-real-node.log"
     with log.open("w") as f:
-        done = subprocess.run(
-            [str(CLUSTER), "up", "--node", "real"], stdout=f, stderr=f, check=False
-        )
+        done = subprocess.run([str(CLUSTER), "up"], stdout=f, stderr=f, check=False)
     if done.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
-        raise RuntimeError(f"dev/cluster up --node real failed; end of {log}:\n{tail}")
+        raise RuntimeError(f"dev/cluster up failed; end of {log}:\n{tail}")
     env = devcluster.current()
     os.environ.update(env.env())
     yield env

@@ -1,5 +1,6 @@
-"""`dev/cluster down` on the real node leaves nothing behind: no process, mount, netns,
-cgroup, bridge or iptables chain (runs last: it stops the shared cluster)."""
+"""`dev/cluster down` leaves nothing behind: no process, mount, netns, cgroup, bridge or
+iptables chain; `up` then brings the same cluster back, stored objects included (runs
+last: it stops the shared cluster, and stops it again at its end)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _marked(state: State) -> list[int]:
     return out
 
 
-def test_down_leaves_nothing_behind(real_node: ClusterEnv) -> None:
+def test_down_leaves_nothing_behind_and_up_restores_the_cluster(real_node: ClusterEnv) -> None:
     state = State.default()
     ns = "rn-down"
     devcluster.kubectl("create", "namespace", ns, env=real_node)
@@ -43,6 +44,9 @@ def test_down_leaves_nothing_behind(real_node: ClusterEnv) -> None:
         assert time.monotonic() < deadline, "no default service account"
         time.sleep(0.3)
     devcluster.kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(manifest), check=True)
+    kept = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"},
+            "data": {"k": "v"}}  # fmt: skip
+    devcluster.kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(kept), check=True)
     while True:
         got = json.loads(
             devcluster.kubectl("get", "pod", "left", "-o", "json", namespace=ns).stdout
@@ -57,5 +61,15 @@ def test_down_leaves_nothing_behind(real_node: ClusterEnv) -> None:
 
     devcluster.down()
 
+    assert runtime.leftovers(state, nets) == []
+    assert _marked(state) == []
+    assert not devcluster.is_up()
+
+    again = devcluster.ensure_up()
+    assert again == real_node, "the same addresses after a restart"
+    got = devcluster.kubectl("get", "configmap", "kept", "-o", "jsonpath={.data.k}", namespace=ns)
+    assert got.stdout == "v", got.stderr
+    nets = runtime.netns_paths(state)  # the pod may be running again, in a new sandbox
+    devcluster.down()
     assert runtime.leftovers(state, nets) == []
     assert _marked(state) == []

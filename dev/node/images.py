@@ -5,7 +5,7 @@ that pip works behind the machine's TLS-intercepting proxy) that is imported as 
 image; a static Go binary becomes the pause image; then Dockerfile.engine,
 Dockerfile.operator and examples/post_analytics/Dockerfile are built FROM that base
 (`--build-arg BASE_IMAGE`). Each image is saved as a tar in `<cache>/images/`, which
-`dev/cluster up --node real` imports into the node's containerd.
+`dev/cluster up` imports into the node's containerd.
 
 What must stay true: an image is rebuilt only when the digest of its inputs (files,
 build arguments, the digest of its parent) changes, and a tar on disk is complete (it is

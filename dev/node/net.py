@@ -1,4 +1,4 @@
-"""This cluster's node network and mode, derived from its state folder (no side effects).
+"""This cluster's node network, derived from its state folder (no side effects).
 
 Pods are in 198.18.N.0/24 and Services in 198.19.N.0/24 (198.18.0.0/15 is set aside for
 test networks), N from a digest of the state folder, so that two checkouts' clusters on
@@ -11,9 +11,6 @@ import hashlib
 from dataclasses import dataclass
 
 from dev.plane.layout import State
-
-MODE_FILE = "node-mode"
-"""In the state folder: `real` while this cluster runs the real node."""
 
 
 @dataclass(frozen=True)
@@ -56,17 +53,3 @@ class NodeNet:
     @property
     def cgroup_root(self) -> str:
         return f"/rewind-dev-{self.tag}"
-
-
-def is_real(state: State) -> bool:
-    return (state.root / MODE_FILE).exists() and (
-        (state.root / MODE_FILE).read_text().strip() == "real"
-    )
-
-
-def set_mode(state: State, real: bool) -> None:
-    f = state.root / MODE_FILE
-    if real:
-        f.write_text("real\n")
-    else:
-        f.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """The real node: containerd + runc, the real kubelet and kube-proxy, a CNI bridge.
 
-What flows through here: `dev/cluster up --node real` makes the bridge first (Kafka's
+What flows through here: `dev/cluster up` makes the bridge first (Kafka's
 pod listener binds its address), asks for the four process specs (containerd first;
 the kubelet, kube-proxy and the node gateway once the API server is up), imports the
 image tars of dev/node/images.py into containerd, and `dev/cluster down` calls

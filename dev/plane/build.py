@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from dev.plane.layout import State
-from dev.plane.pins import ALL, BY_NAME, NODE, Component
+from dev.plane.pins import ALL, BY_NAME, Component
 
 GO_BUILD_FLAGS = ["-trimpath", "-ldflags", "-s -w"]
 PIN_FILE = ".pin"
@@ -153,14 +153,12 @@ def build(c: Component, state: State) -> float | None:
     return seconds
 
 
-def build_all(state: State, names: list[str] | None = None, node: bool = False) -> None:
-    """Builds every missing component (or the named ones), then links them into state.bin;
-    `node` adds the real node's binaries."""
-    pool = (*ALL, *NODE) if node or names else ALL
+def build_all(state: State, names: list[str] | None = None) -> None:
+    """Builds every missing component (or the named ones), then links them into state.bin."""
     unknown = sorted(set(names or ()) - set(BY_NAME))
     if unknown:
         raise RuntimeError(f"no component {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
-    todo = [c for c in pool if (names is None or c.name in names)]
+    todo = [c for c in ALL if (names is None or c.name in names)]
     check_tools([c for c in todo if not is_built(c)])
     for c in todo:
         build(c, state)
@@ -170,7 +168,7 @@ def build_all(state: State, names: list[str] | None = None, node: bool = False) 
 def link_bin(state: State) -> None:
     """Points `dev/.state/bin/<binary>` at the cached binaries (REWIND_DEV_BIN)."""
     state.bin.mkdir(parents=True, exist_ok=True)
-    for c in (*ALL, *NODE):
+    for c in ALL:
         for name in c.binaries:
             link = state.bin / name
             if link.is_symlink() or link.exists():

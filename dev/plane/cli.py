@@ -2,7 +2,11 @@
 
 `up` builds what is missing, then starts what is not running, in dependency order,
 and returns only when every component is healthy; it changes nothing that already runs,
-so it is safe to call again. `down` stops everything it started, pods included.
+so it is safe to call again. `down` stops everything it started, pods included, and
+leaves no container, mount, cgroup, bridge, netns or iptables chain of the node behind.
+
+The node is real: containerd + runc + the kubelet and kube-proxy (dev/node/), running
+the project's images built from its Dockerfiles.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import argparse
 import fcntl
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,14 +24,13 @@ from dev.node import net, runtime
 from dev.node.build import build_node
 from dev.plane import build, components, pki, procs
 from dev.plane.components import HOST, Spec
-from dev.plane.layout import REPO, State
+from dev.plane.layout import State
 
 ORDER = (
     "etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler",
     "containerd", "kubelet", "kube-proxy", "node-gateway",
 )  # fmt: skip
 """Start order; `down` stops in reverse (the kubelet first, so it ends its pods)."""
-REAL_NODE_ONLY = ("containerd", "kube-proxy", "node-gateway")
 
 SpecFactory = Callable[[State, dict[str, int]], Spec]
 FACTORIES: dict[str, SpecFactory] = {
@@ -38,9 +40,6 @@ FACTORIES: dict[str, SpecFactory] = {
     "apiserver": components.apiserver,
     "controller-manager": components.controller_manager,
     "scheduler": components.scheduler,
-    "kubelet": components.kubelet,
-}
-REAL_NODE: dict[str, SpecFactory] = {
     "containerd": lambda state, _: runtime.containerd(state),
     "kubelet": runtime.kubelet,
     "kube-proxy": runtime.kube_proxy,
@@ -52,33 +51,21 @@ class ClusterError(RuntimeError):
     pass
 
 
-def _wanted(state: State) -> list[str]:
-    if net.is_real(state):
-        return list(ORDER)
-    return [
-        n
-        for n in ORDER
-        if n not in REAL_NODE_ONLY and (n != "kubelet" or components.kubelet_available())
-    ]
-
-
 def _any_running(state: State) -> bool:
     return any(procs.running(state, n) for n in ORDER)
 
 
 def specs(state: State) -> dict[str, Spec]:
     p = components.ports(state, lambda: _any_running(state))
-    real = net.is_real(state)
-    return {n: (REAL_NODE if real and n in REAL_NODE else FACTORIES)[n](state, p)
-            for n in _wanted(state)}  # fmt: skip
+    return {n: FACTORIES[n](state, p) for n in ORDER}
 
 
 def env_lines(state: State) -> list[tuple[str, str]]:
     p = components.ports(state, lambda: True)
     s3 = f"http://{HOST}:{p['minio']}"
-    # What a pod dials: on the real node the node IP (dev/node/gateway.py, Kafka's POD
-    # listener), reachable from the host too; with the process kubelet, the host's own.
-    pod_host = net.NodeNet.of(state).gateway if net.is_real(state) else HOST
+    # What a pod dials: the node IP (dev/node/gateway.py, Kafka's POD listener),
+    # reachable from the host too.
+    pod_host = net.NodeNet.of(state).gateway
     kafka = components.kafka_listeners(state, p)
     return [
         ("KUBECONFIG", str(state.kubeconfig("admin"))),
@@ -93,7 +80,7 @@ def env_lines(state: State) -> list[tuple[str, str]]:
         ("REWIND_KAFKA_BOOTSTRAP", kafka["PLAINTEXT"]),
         ("REWIND_DEV_BIN", str(state.bin)),
         ("REWIND_DEV_POD_S3_ENDPOINT", f"http://{pod_host}:{p['minio']}"),
-        ("REWIND_DEV_POD_KAFKA_BOOTSTRAP", kafka.get("POD", kafka["PLAINTEXT"])),
+        ("REWIND_DEV_POD_KAFKA_BOOTSTRAP", kafka["POD"]),
     ]
 
 
@@ -137,16 +124,8 @@ def _start(state: State, s: Spec) -> Spec | None:
     return s
 
 
-def up(state: State, real: bool = False) -> None:
-    if _any_running(state) and net.is_real(state) != real:
-        now, flag = ("real", "") if net.is_real(state) else ("process", " --node real")
-        raise ClusterError(
-            f"this cluster runs the {now} node; `dev/cluster down`, then `dev/cluster up{flag}`"
-        )
-    store = build_node(state) if real else None
-    if not real:
-        build.build_all(state)
-    net.set_mode(state, real)
+def up(state: State) -> None:
+    store = build_node(state)
     sp = specs(state)
     if all(procs.running(state, n) for n in sp) and all(s.healthy() for s in sp.values()):
         write_env(state)
@@ -159,24 +138,20 @@ def up(state: State, real: bool = False) -> None:
     ports = components.ports(state, lambda: True)
     pki.write_kubeconfigs(state, f"https://{HOST}:{ports['apiserver']}")
     t0 = time.monotonic()
-    if real:
-        runtime.ensure_bridge(state)  # Kafka's pod listener binds the node IP
+    runtime.ensure_bridge(state)  # Kafka's pod listener binds the node IP
     # Three waves: what needs nothing, then the API server, then what needs the API.
-    first = [_start(state, sp[n]) for n in ("etcd", "minio", "kafka", "containerd") if n in sp]
+    first = [_start(state, sp[n]) for n in ("etcd", "minio", "kafka", "containerd")]
     _wait_healthy(state, [sp["etcd"]])
     _start(state, sp["apiserver"])
     _wait_healthy(state, [sp["apiserver"]])
-    if store is not None:
-        _wait_healthy(state, [sp["containerd"]])
-        runtime.import_images(state, store.tars())
+    _wait_healthy(state, [sp["containerd"]])
+    runtime.import_images(state, store.tars())
     later = ("controller-manager", "scheduler", "kubelet", "kube-proxy", "node-gateway")
     rest = [_start(state, sp[n]) for n in sp if n in later]
     _wait_healthy(state, [s for s in [*first, *rest] if s is not None and s.name != "etcd"])
     write_env(state)
     print(f"dev/cluster: up in {time.monotonic() - t0:.0f} s; `eval \"$(dev/cluster env)\"`",
           file=sys.stderr)  # fmt: skip
-    if not components.kubelet_available():
-        print("dev/cluster: dev/kubelet is missing, so no node runs pods", file=sys.stderr)
 
 
 SERVICE_RANGE_FILE = "service-cidr"
@@ -224,31 +199,21 @@ def _marked_strays(state: State) -> list[procs.Proc]:
 
 
 def down(state: State) -> None:
-    real = net.is_real(state)
     nets: list[str] = []
     for name in reversed(ORDER):
-        if real and name == "containerd" and procs.running(state, name):
+        if name == "containerd" and procs.running(state, name):
             nets = runtime.stop_containers(state)  # the kubelet is gone: no restarts
         grace = 45.0 if name == "kubelet" else 30.0 if name == "kafka" else 10.0
         if procs.stop(state, name, grace):
             print(f"dev/cluster: stopped {name}", file=sys.stderr, flush=True)
-        if real and name == "containerd":
+        if name == "containerd":
             runtime.teardown_after_containerd(state, nets)
-        elif name == "kubelet" and not real and components.kubelet_available():
-            subprocess.run(
-                components.kubelet_cleanup_argv(state),
-                cwd=REPO,
-                env=os.environ | {"PYTHONPATH": str(REPO)},
-                stdout=subprocess.DEVNULL,
-                check=False,
-            )
     # Container processes outlive a kubelet restart (it adopts them), so they need not be
     # below it; they inherit our marker, and whatever they started goes with them.
     strays = _marked_strays(state)
     if strays:
         procs.kill_trees(strays, grace=10.0)
         print(f"dev/cluster: stopped {len(strays)} leftover process(es)", file=sys.stderr)
-    net.set_mode(state, False)
 
 
 def status(state: State) -> int:
@@ -260,31 +225,19 @@ def status(state: State) -> int:
         ok = ok and health == "healthy"
         pid = f"pid {p.pid}" if p else "stopped"
         print(f"{name:20} {pid:12} {health}")
-    if not components.kubelet_available():
-        print(f"{'kubelet':20} {'absent':12} (dev/kubelet not written yet)")
     return 0 if ok else 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dev/cluster", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build every missing binary into the cache")
-    b.add_argument("components", nargs="*", help="only these (default: all)")
-    b.add_argument(
-        "--node",
-        choices=("process", "real"),
-        default="process",
-        help="real: also install the node's Debian packages, build kubelet, kube-proxy "
-        "and the images (see dev/README.md)",
+    b = sub.add_parser(
+        "build",
+        help="install the node's Debian packages, build every missing binary and image "
+        "into the cache (see dev/README.md)",
     )
-    u = sub.add_parser("up", help="start everything that is not running; wait until healthy")
-    u.add_argument(
-        "--node",
-        choices=("process", "real"),
-        default="process",
-        help="real: containerd + runc + the real kubelet and kube-proxy run the project's "
-        "images (see dev/README.md)",
-    )
+    b.add_argument("components", nargs="*", help="only these binaries (default: everything)")
+    sub.add_parser("up", help="start everything that is not running; wait until healthy")
     sub.add_parser("down", help="stop everything, pods included")
     sub.add_parser("status", help="what runs; exit 0 when everything is healthy")
     sub.add_parser("env", help='print shell export lines (eval "$(dev/cluster env)")')
@@ -298,12 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         if args.cmd == "build":
-            if args.node == "real" and not args.components:
-                build_node(state)
+            if args.components:
+                build.build_all(state, args.components)
             else:
-                build.build_all(state, args.components or None, node=args.node == "real")
+                build_node(state)
         elif args.cmd == "up":
-            up(state, real=args.node == "real")
+            up(state)
         elif args.cmd == "down":
             down(state)
         elif args.cmd == "status":

@@ -32,8 +32,7 @@ from confluent_kafka.admin import AdminClient
 
 from dev.node import net
 from dev.plane import pins
-from dev.plane.layout import REPO, State
-from dev.plane.pki import NODE_NAME
+from dev.plane.layout import State
 
 HOST = "127.0.0.1"
 MINIO_USER = "rewind-dev"
@@ -52,9 +51,9 @@ DEFAULT_PORTS = {
     "minio": 29000,
     "kafka": 29092,
     "kafka-controller": 29093,
-    # Kafka's listener on the node IP, for pods (the real node only).
+    # Kafka's listener on the node IP, for pods.
     "kafka-pod": 29094,
-    # The real node only (dev/node/runtime.py).
+    # The node's own (dev/node/runtime.py).
     "kubelet-healthz": 26248,
     "kube-proxy-healthz": 26256,
     "kube-proxy-metrics": 26249,
@@ -62,9 +61,7 @@ DEFAULT_PORTS = {
 
 
 def service_cidr(state: State) -> str:
-    """The state folder's own 198.19.N.0/24 in both modes: the real node routes it, the
-    process kubelet only allocates from it (nothing listens there). One range for both,
-    so switching modes never moves the `kubernetes` Service."""
+    """The state folder's own 198.19.N.0/24, which kube-proxy routes on the node."""
     return net.NodeNet.of(state).service_cidr
 
 
@@ -183,14 +180,10 @@ def etcd(state: State, p: dict[str, int]) -> Spec:
 
 
 def _apiserver_endpoints(state: State) -> list[str]:
-    """Where the `kubernetes` Service points. On the real node: the node IP (the gateway
-    forwards it to the API server), kept current by the API server's own lease. With
-    the process kubelet, nothing: Endpoints may not hold loopback addresses, so in-cluster
-    clients reach the API server through KUBERNETES_SERVICE_HOST instead."""
-    if net.is_real(state):
-        gateway = net.NodeNet.of(state).gateway
-        return [f"--advertise-address={gateway}", "--endpoint-reconciler-type=lease"]
-    return [f"--advertise-address={HOST}", "--endpoint-reconciler-type=none"]
+    """Where the `kubernetes` Service points: the node IP (the gateway forwards it to the
+    API server, which binds loopback only), kept current by the API server's own lease."""
+    gateway = net.NodeNet.of(state).gateway
+    return [f"--advertise-address={gateway}", "--endpoint-reconciler-type=lease"]
 
 
 def apiserver(state: State, p: dict[str, int]) -> Spec:
@@ -299,13 +292,13 @@ logger.apache.level = WARN
 
 
 def kafka_listeners(state: State, p: dict[str, int]) -> dict[str, str]:
-    """Kafka's client listeners by name: PLAINTEXT on loopback, and on the real node POD
-    on the node IP, each advertised as itself (a client is sent back to the address of
-    the listener it dialled, so a pod never gets 127.0.0.1)."""
-    out = {"PLAINTEXT": f"{HOST}:{p['kafka']}"}
-    if net.is_real(state):
-        out["POD"] = f"{net.NodeNet.of(state).gateway}:{p['kafka-pod']}"
-    return out
+    """Kafka's client listeners by name: PLAINTEXT on loopback and POD on the node IP,
+    each advertised as itself (a client is sent back to the address of the listener it
+    dialled, so a pod never gets 127.0.0.1)."""
+    return {
+        "PLAINTEXT": f"{HOST}:{p['kafka']}",
+        "POD": f"{net.NodeNet.of(state).gateway}:{p['kafka-pod']}",
+    }
 
 
 def kafka(state: State, p: dict[str, int]) -> Spec:
@@ -383,32 +376,3 @@ def kafka_ready(bootstrap: str) -> bool:
     except Exception:  # any failure means "not yet"
         return False
     return bool(md.brokers)
-
-
-def kubelet_available() -> bool:
-    return (REPO / "dev" / "kubelet" / "__main__.py").exists()
-
-
-def kubelet_cleanup_argv(state: State) -> list[str]:
-    """Stops every container process the kubelet recorded, even if it was killed."""
-    python = str(REPO / ".venv" / "bin" / "python")
-    return [python, "-m", "dev.kubelet", "--cleanup", f"--state-dir={state.root}"]
-
-
-def kubelet(state: State, p: dict[str, int]) -> Spec:
-    venv_bin = REPO / ".venv" / "bin"
-    env = _base_env(state) | {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
-    argv = [
-        str(venv_bin / "python"), "-m", "dev.kubelet",
-        f"--kubeconfig={state.kubeconfig('kubelet')}", f"--state-dir={state.root}",
-        f"--port={p['kubelet']}",
-    ]  # fmt: skip
-
-    def healthy() -> bool:
-        node = api_get(state, p["apiserver"], f"/api/v1/nodes/{NODE_NAME}")
-        if not node:
-            return False
-        conds = node.get("status", {}).get("conditions") or []
-        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-    return Spec("kubelet", argv, healthy, env, grace=45, cwd=REPO, ready_timeout=120)

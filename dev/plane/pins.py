@@ -112,8 +112,7 @@ KUBERNETES_NODE = Component(
     stamp_version=True,
 )
 
-ALL: tuple[Component, ...] = (ETCD, KUBERNETES, HELM, MINIO, KAFKA)
-"""What the default cluster (the process kubelet) needs."""
-NODE: tuple[Component, ...] = (KUBERNETES_NODE,)
-"""What the opt-in real node adds (`dev/cluster build --node real`)."""
-BY_NAME = {c.name: c for c in (*ALL, *NODE)}
+ALL: tuple[Component, ...] = (ETCD, KUBERNETES, KUBERNETES_NODE, HELM, MINIO, KAFKA)
+"""Every binary the cluster needs: the control plane, the node's kubelet and kube-proxy
+(their own cache entry), kubectl, helm, MinIO and Kafka."""
+BY_NAME = {c.name: c for c in ALL}

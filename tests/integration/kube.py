@@ -48,8 +48,8 @@ def host_folders(*folders: Path) -> dict[str, Any]:
     """A StreamApp `podTemplate` that mounts each host folder at the same path in the
     engine's container (hostPath), so that what the engine writes there (file output,
     file:// snapshots) is what the test reads. The folders are made, writable for the
-    engine's user (the images run as 10001). With the process kubelet the engine would
-    write there anyway; on the real node a container otherwise sees only its own files."""
+    engine's user (the images run as 10001): a container otherwise sees only its own
+    files."""
     volumes, mounts = [], []
     for i, folder in enumerate(folders):
         folder.mkdir(parents=True, exist_ok=True)

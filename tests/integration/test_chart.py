@@ -5,8 +5,8 @@ What is shown here:
   (`kubectl apply --dry-run=server`), in both RBAC shapes;
 - wrong values fail `helm install` with a message that names the value, and install
   nothing;
-- `helm install` brings the operator up (the process kubelet runs `rewind/operator:dev`
-  through dev/images.yaml), with least-privilege RBAC that the API server enforces, and
+- `helm install` brings the operator up (the node runs the `rewind/operator:dev` image
+  built from Dockerfile.operator), with least-privilege RBAC that the API server enforces, and
   the operator reconciles the example StreamApp;
 - `helm uninstall` removes the operator and keeps the CRDs, the Savepoints and their data.
 

@@ -1,10 +1,11 @@
-"""The operator with real engine pods (process kubelet) and MinIO: the post-analytics
-story, failures on the way, and the operator itself dying mid-upgrade.
+"""The operator with real engine pods (containers on the real node) and MinIO: the
+post-analytics story, failures on the way, and the operator itself dying mid-upgrade.
 
-Every test runs the post-analytics example (examples/post_analytics, images from
-dev/images.yaml) writing its counts to a folder of the test. "Nothing lost or doubled"
-is checked against the source positions recorded in the final savepoint: the events
-are a pure function of their sequence number, so the exact expected counts are known.
+Every test runs the post-analytics example (examples/post_analytics, the images
+dev/node/images.py builds from its Dockerfile) writing its counts to a folder of the
+test. "Nothing lost or doubled" is checked against the source positions recorded in the
+final savepoint: the events are a pure function of their sequence number, so the exact
+expected counts are known.
 """
 
 from __future__ import annotations

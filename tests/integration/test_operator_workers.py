@@ -1,5 +1,5 @@
 """A StreamApp of several workers on the real local cluster: a StatefulSet of engine
-pods (process kubelet), Kafka between them, MinIO for the state.
+pods (containers on the real node), Kafka between them, MinIO for the state.
 
 v1 runs at 2 workers; v2 is applied at 3 workers: the operator takes the upgrade
 savepoint through worker 0, stops every worker, and starts v2's three from it (a
@@ -227,8 +227,8 @@ def test_two_workers_upgraded_to_v2_at_three_workers_through_a_savepoint(
 
 
 def worker_processes(namespace: str, pod: str) -> list[int]:
-    """The pids of pod `pod`'s container (the process kubelet runs it as local
-    processes, which carry the pod's name and namespace in their environment)."""
+    """The pids of pod `pod`'s container: processes of the host, in their own namespaces,
+    that carry the pod's name and namespace in their environment."""
     wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
     pids = []
     for entry in Path("/proc").iterdir():
