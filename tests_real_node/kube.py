@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import boto3
+from rewind_operator.testing import wait_until
 from rewind_operator.vocabulary import PodPhase
 
 from dev import devcluster
@@ -27,14 +27,8 @@ SLEEP = ["python", "-c", "import time; print('up', flush=True); time.sleep(3600)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], limit: float = LIMIT) -> T:
-    deadline = time.monotonic() + limit
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"gave up waiting for {what}; last observation: {last!r}")
+    """`probe`'s first truthy answer, polled often: pods start in about a second."""
+    return wait_until(what, probe, timeout=limit, every=0.3)
 
 
 def kubectl(*args: str, namespace: str, input: str | None = None) -> str:

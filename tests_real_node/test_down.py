@@ -5,7 +5,6 @@ last: it stops the shared cluster, and stops it again at its end)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from dev import devcluster
@@ -13,6 +12,8 @@ from dev.devcluster import ClusterEnv
 from dev.node import runtime
 from dev.plane import components
 from dev.plane.layout import State
+
+from .kube import wait_for
 
 
 def _marked(state: State) -> list[int]:
@@ -27,6 +28,15 @@ def _marked(state: State) -> list[int]:
     return out
 
 
+def _exists(namespace: str, kind: str, name: str) -> bool:
+    return devcluster.kubectl("get", kind, name, namespace=namespace).returncode == 0
+
+
+def _phase(namespace: str, pod: str) -> str | None:
+    got = devcluster.kubectl("get", "pod", pod, "-o", "json", namespace=namespace)
+    return json.loads(got.stdout)["status"].get("phase") if got.returncode == 0 else None
+
+
 def test_down_leaves_nothing_behind_and_up_restores_the_cluster(real_node: ClusterEnv) -> None:
     state = State.default()
     ns = "rn-down"
@@ -39,22 +49,12 @@ def test_down_leaves_nothing_behind_and_up_restores_the_cluster(real_node: Clust
                                  "imagePullPolicy": "Never",
                                  "command": ["python", "-c", "import time; time.sleep(3600)"]}]},
     }  # fmt: skip
-    deadline = time.monotonic() + 180
-    while devcluster.kubectl("get", "sa", "default", namespace=ns).returncode != 0:
-        assert time.monotonic() < deadline, "no default service account"
-        time.sleep(0.3)
+    wait_for("the default service account", lambda: _exists(ns, "sa", "default"))
     devcluster.kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(manifest), check=True)
     kept = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"},
             "data": {"k": "v"}}  # fmt: skip
     devcluster.kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(kept), check=True)
-    while True:
-        got = json.loads(
-            devcluster.kubectl("get", "pod", "left", "-o", "json", namespace=ns).stdout
-        )
-        if got["status"].get("phase") == "Running":
-            break
-        assert time.monotonic() < deadline, f"pod never ran: {got['status']}"
-        time.sleep(0.3)
+    wait_for("the pod to run", lambda: _phase(ns, "left") == "Running")
     nets = runtime.netns_paths(state)
     assert nets, "a running pod has a network namespace"
     assert runtime.leftovers(state, nets), "while up, the node holds mounts, a bridge, ..."
