@@ -1,7 +1,8 @@
 """kubectl against the local cluster, for the operator's integration tests.
 
-What flows through here: manifests as dicts go in (`apply`), objects come back as the
-API server's JSON (`get`, `items`). Every call runs the cluster's own kubectl with the
+What flows through here: manifests as dicts go in (`apply`; `streamapp` and
+`post_analytics` build them), objects come back as the API server's JSON (`get`,
+`items`). Every call runs the cluster's own kubectl with the
 test's kubeconfig, so a test sees exactly what a user's `kubectl` would.
 """
 
@@ -60,4 +61,47 @@ def host_folders(*folders: Path) -> dict[str, Any]:
         mounts.append({"name": f"host-{i}", "mountPath": str(folder)})
     return {
         "spec": {"volumes": volumes, "containers": [{"name": "engine", "volumeMounts": mounts}]}
+    }
+
+
+POST_ANALYTICS_V1 = "rewind-examples/post-analytics:v1"
+POST_ANALYTICS_V2 = "rewind-examples/post-analytics:v2"
+
+
+def streamapp(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A StreamApp named `name`."""
+    return {
+        "apiVersion": "rewind.dev/v1alpha1",
+        "kind": "StreamApp",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def post_analytics(
+    name: str,
+    bucket: str,
+    out: Path,
+    image: str = POST_ANALYTICS_V1,
+    *,
+    checkpoint_interval: str,
+    savepoint_timeout: str,
+) -> dict[str, Any]:
+    """The spec of the post-analytics example at 300 events/s, its counts in the host
+    folder `out` (mounted into the engine) and its state under s3://`bucket`/`name`."""
+    return {
+        "image": image,
+        "flow": "flow.py",
+        "maxParallelism": 128,
+        "env": [
+            {"name": "REWIND_OUT", "value": str(out)},
+            {"name": "REWIND_RATE", "value": "300"},
+        ],
+        "snapshots": {
+            "location": f"s3://{bucket}/{name}",
+            "credentialsSecret": "s3-creds",
+            "checkpointInterval": checkpoint_interval,
+            "savepointTimeout": savepoint_timeout,
+        },
+        "podTemplate": host_folders(out),
     }

@@ -23,7 +23,7 @@ from rewind_operator.testing import OperatorProcess, wait_until
 from dev import devcluster
 from dev.devcluster import ClusterEnv
 
-from .kube import apply, condition, get
+from .kube import apply, condition, get, streamapp
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +44,7 @@ def app_body(name: str, bucket: str, **spec: Any) -> dict[str, Any]:
         "flow": "flow.py",
         "snapshots": {"location": f"s3://{bucket}/{name}", "credentialsSecret": "s3-creds"},
     }
-    base.update(spec)
-    return {
-        "apiVersion": "rewind.dev/v1alpha1",
-        "kind": "StreamApp",
-        "metadata": {"name": name},
-        "spec": base,
-    }
+    return streamapp(name, base | spec)
 
 
 def write_snapshot(uri: str) -> int:

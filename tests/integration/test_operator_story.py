@@ -27,7 +27,16 @@ from dev.devcluster import ClusterEnv
 from dev.plane import procs
 from dev.plane.layout import State
 
-from .kube import apply, condition, get, host_folders, items
+from .kube import (
+    POST_ANALYTICS_V1,
+    POST_ANALYTICS_V2,
+    apply,
+    condition,
+    get,
+    items,
+    post_analytics,
+    streamapp,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "post_analytics"))
 from post_events import post_event  # noqa: E402
 
-V1 = "rewind-examples/post-analytics:v1"
-V2 = "rewind-examples/post-analytics:v2"
+V1 = POST_ANALYTICS_V1
+V2 = POST_ANALYTICS_V2
 V3_CRASH = "rewind-examples/post-analytics:v3-crash"
 
 
@@ -78,31 +87,15 @@ def events(namespace: str, name: str, cluster: ClusterEnv) -> list[dict[str, Any
 
 
 def app_body(name: str, bucket: str, out: Path, image: str = V1, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "image": image,
-        "flow": "flow.py",
-        "parallelism": 2,
-        "maxParallelism": 128,
-        "env": [
-            {"name": "REWIND_OUT", "value": str(out)},
-            {"name": "REWIND_RATE", "value": "300"},
-        ],
-        "snapshots": {
-            "location": f"s3://{bucket}/{name}",
-            "credentialsSecret": "s3-creds",
-            "checkpointInterval": "2s",
-            "savepointTimeout": "30s",
-        },
-        "rollback": {"enabled": True, "readinessTimeout": "90s"},
-        "podTemplate": host_folders(out),
-    }
-    base.update(spec)
-    return {
-        "apiVersion": "rewind.dev/v1alpha1",
-        "kind": "StreamApp",
-        "metadata": {"name": name},
-        "spec": base,
-    }
+    example = post_analytics(
+        name, bucket, out, image, checkpoint_interval="2s", savepoint_timeout="30s"
+    )
+    return streamapp(
+        name,
+        example
+        | {"parallelism": 2, "rollback": {"enabled": True, "readinessTimeout": "90s"}}
+        | spec,
+    )
 
 
 def app_status(name: str, namespace: str, cluster: ClusterEnv) -> dict[str, Any]:

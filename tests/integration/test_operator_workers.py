@@ -30,7 +30,7 @@ from rewind_operator.testing import OperatorProcess, wait_until
 from dev import devcluster
 from dev.devcluster import ClusterEnv
 
-from .kube import apply, get, host_folders, items
+from .kube import POST_ANALYTICS_V1, POST_ANALYTICS_V2, apply, get, items, post_analytics, streamapp
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "post_analytics"))
 from post_events import post_event  # noqa: E402
 
-V1 = "rewind-examples/post-analytics:v1"
-V2 = "rewind-examples/post-analytics:v2"
+V1 = POST_ANALYTICS_V1
+V2 = POST_ANALYTICS_V2
 
 
 @pytest.fixture
@@ -77,31 +77,18 @@ def app_body(
 ) -> dict[str, Any]:
     """StreamApp pa running v1 on `workers` workers (one task each), its counts in `out`,
     its state under s3://`bucket`/pa and its exchange through `kafka_secret`."""
-    return {
-        "apiVersion": "rewind.dev/v1alpha1",
-        "kind": "StreamApp",
-        "metadata": {"name": "pa"},
-        "spec": {
-            "image": V1,
-            "flow": "flow.py",
+    example = post_analytics(
+        "pa", bucket, out, checkpoint_interval=checkpoint_interval, savepoint_timeout="60s"
+    )
+    return streamapp(
+        "pa",
+        example
+        | {
             "workers": workers,
             "parallelism": workers,
-            "maxParallelism": 128,
             "exchange": {"credentialsSecret": kafka_secret},
-            "env": [
-                {"name": "REWIND_OUT", "value": str(out)},
-                {"name": "REWIND_RATE", "value": "300"},
-            ],
-            "snapshots": {
-                "location": f"s3://{bucket}/pa",
-                "credentialsSecret": "s3-creds",
-                "checkpointInterval": checkpoint_interval,
-                "savepointTimeout": "60s",
-            },
-            # On the real node the container writes `out` through a hostPath volume.
-            "podTemplate": host_folders(out),
         },
-    }
+    )
 
 
 def app_status(namespace: str, cluster: ClusterEnv) -> dict[str, Any]:
