@@ -3,7 +3,8 @@
 Each test starts pods from the images built from Dockerfile.engine, Dockerfile.operator
 and examples/post_analytics/Dockerfile, and checks what only a real container runtime
 gives: the user and read-only root file system, cgroup limits, `kubectl exec`/`logs`, a
-ClusterIP Service routed by kube-proxy, and a missing image reported as such.
+ClusterIP Service routed by kube-proxy and resolved by the node's DNS, and a missing
+image reported as such.
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ def test_a_cluster_ip_service_answers_through_kube_proxy(namespace: str) -> None
             return None
 
     assert b"bin/" in wait_for(f"an answer from {ip}:80", answer)
+
+
+RESOLVE = "import socket, sys; print(socket.gethostbyname(sys.argv[1]))"
+
+
+def test_pods_resolve_services_by_name_and_no_other_name(namespace: str) -> None:
+    start(namespace, pod("asker", "rewind/engine:0.1.0", SLEEP))
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "named"},
+        "spec": {"selector": {"app": "asker"}, "ports": [{"port": 80, "targetPort": 8081}]},
+    }
+    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(service))
+    ip = json.loads(kubectl("get", "svc", "named", "-o", "json", namespace=namespace))["spec"][
+        "clusterIP"
+    ]
+    node = NodeNet.of(State.default()).gateway
+    resolv = exec_(namespace, "asker", "cat", "/etc/resolv.conf").stdout
+    assert f"nameserver {node}" in resolv and f"search {namespace}.svc.cluster.local" in resolv
+    for name in ("named", f"named.{namespace}", f"named.{namespace}.svc.cluster.local"):
+        assert exec_(namespace, "asker", "python", "-c", RESOLVE, name).stdout.strip() == ip, name
+    api = exec_(namespace, "asker", "python", "-c", RESOLVE, "kubernetes.default").stdout.strip()
+    assert api == NodeNet.of(State.default()).kubernetes_service_ip
+    # Nothing is forwarded: a name outside the cluster is not resolved (no query leaves).
+    outside = exec_(namespace, "asker", "python", "-c", RESOLVE, "pypi.org")
+    assert outside.returncode != 0 and "gaierror" in outside.stderr, outside.stdout
 
 
 def test_an_image_that_does_not_exist_is_reported(namespace: str) -> None:

@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from dev.node import dns
 from dev.node.images import PAUSE_TAG
 from dev.node.net import NodeNet
 from dev.plane import pins
@@ -237,6 +238,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 registerNode: true
 podCIDR: {pod_cidr}
+# Pods ask the node's CoreDNS (dev/node/dns.py), which answers for cluster.local only;
+# no host resolv.conf, so a pod with dnsPolicy Default gets no server outside our ranges.
+clusterDNS: [{dns}]
+clusterDomain: {domain}
 resolvConf: ""
 """
 
@@ -260,6 +265,8 @@ def kubelet(state: State, p: dict[str, int]) -> Spec:
                 sock=socket(state),
                 cgroup_root=net.cgroup_root,
                 pod_cidr=net.pod_cidr,
+                dns=net.gateway,
+                domain=dns.CLUSTER_DOMAIN,
             )
         )
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dev.node import net, runtime
+from dev.node import dns, net, runtime
 from dev.node.build import build_node
 from dev.plane import build, components, pki, procs
 from dev.plane.components import HOST, Spec
@@ -28,7 +28,7 @@ from dev.plane.layout import State
 
 ORDER = (
     "etcd", "minio", "kafka", "apiserver", "controller-manager", "scheduler",
-    "containerd", "kubelet", "kube-proxy", "node-gateway",
+    "containerd", "kubelet", "kube-proxy", "coredns", "node-gateway",
 )  # fmt: skip
 """Start order; `down` stops in reverse (the kubelet first, so it ends its pods)."""
 
@@ -43,6 +43,7 @@ FACTORIES: dict[str, SpecFactory] = {
     "containerd": lambda state, _: runtime.containerd(state),
     "kubelet": runtime.kubelet,
     "kube-proxy": runtime.kube_proxy,
+    "coredns": dns.spec,
     "node-gateway": runtime.gateway,
 }
 
@@ -146,7 +147,7 @@ def up(state: State) -> None:
     _wait_healthy(state, [sp["apiserver"]])
     _wait_healthy(state, [sp["containerd"]])
     runtime.import_images(state, store.tars())
-    later = ("controller-manager", "scheduler", "kubelet", "kube-proxy", "node-gateway")
+    later = ("controller-manager", "scheduler", "kubelet", "kube-proxy", "coredns", "node-gateway")
     rest = [_start(state, sp[n]) for n in sp if n in later]
     _wait_healthy(state, [s for s in [*first, *rest] if s is not None and s.name != "etcd"])
     write_env(state)

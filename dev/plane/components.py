@@ -57,6 +57,8 @@ DEFAULT_PORTS = {
     "kubelet-healthz": 26248,
     "kube-proxy-healthz": 26256,
     "kube-proxy-metrics": 26249,
+    "coredns-health": 26252,
+    "coredns-ready": 26253,
 }
 
 

@@ -29,6 +29,9 @@ class Component:
     """Go: binary name -> package path."""
     stamp_version: bool = False
     """Go: link the pinned version in as Kubernetes' gitVersion (a kubelet reports it)."""
+    own_code: tuple[str, ...] = ()
+    """Go: files of the wrapper module that are code of ours (a main package), digested
+    with go.mod and go.sum."""
 
     @property
     def kind(self) -> str:
@@ -36,7 +39,7 @@ class Component:
 
     @property
     def inputs(self) -> list[Path]:
-        names = ["go.mod", "go.sum"] if self.kind == "go" else ["pom.xml"]
+        names = ["go.mod", "go.sum", *self.own_code] if self.kind == "go" else ["pom.xml"]
         return [self.source / n for n in names]
 
     @property
@@ -112,7 +115,18 @@ KUBERNETES_NODE = Component(
     stamp_version=True,
 )
 
-ALL: tuple[Component, ...] = (ETCD, KUBERNETES, KUBERNETES_NODE, HELM, MINIO, KAFKA)
+COREDNS = Component(
+    name="coredns",
+    source=DEV / "coredns",
+    pinned_module="github.com/coredns/coredns",
+    # Our own main package: CoreDNS with the few plugins the node needs (main.go).
+    binaries={"coredns": "rewind.dev/dev/coredns"},
+    own_code=("main.go",),
+)
+
+ALL: tuple[Component, ...] = (
+    ETCD, KUBERNETES, KUBERNETES_NODE, COREDNS, HELM, MINIO, KAFKA,
+)  # fmt: skip
 """Every binary the cluster needs: the control plane, the node's kubelet and kube-proxy
-(their own cache entry), kubectl, helm, MinIO and Kafka."""
+(their own cache entry), the node's DNS, kubectl, helm, MinIO and Kafka."""
 BY_NAME = {c.name: c for c in ALL}

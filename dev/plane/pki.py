@@ -49,7 +49,9 @@ NODE = ClientIdentity("kubelet", f"system:node:{NODE_NAME}", "system:nodes")
 APISERVER_KUBELET_CLIENT = ClientIdentity(
     "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"
 )
-KUBECONFIG_USERS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE)
+COREDNS = ClientIdentity("coredns", "rewind-dev-coredns")
+"""The node's DNS: reads Services, EndpointSlices and Namespaces (dev/node/dns.py)."""
+KUBECONFIG_USERS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE, COREDNS)
 
 
 def _openssl(*args: str) -> None:
@@ -79,9 +81,8 @@ def _sign(pki: Path, stem: str, subject: str, extensions: str) -> None:
 
 
 def _node_names(node: net.NodeNet) -> list[str]:
-    """The `kubernetes` Service IP and the node IP (where the real node's pods reach the
-    API server through the gateway), named in both modes, so that switching modes keeps
-    the certificate."""
+    """The `kubernetes` Service IP and the node IP (where pods reach the API server
+    through the gateway)."""
     return [f"IP:{node.kubernetes_service_ip}", f"IP:{node.gateway}"]
 
 

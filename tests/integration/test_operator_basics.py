@@ -19,6 +19,7 @@ import boto3
 import pytest
 from rewind_engine.snapshots import SnapshotWriter
 from rewind_operator.testing import OperatorProcess, wait_until
+from rewind_operator.vocabulary import IMAGE_PROBLEMS
 
 from dev import devcluster
 from dev.devcluster import ClusterEnv
@@ -125,6 +126,24 @@ def test_invalid_spec_is_reported_and_nothing_is_deployed(
     assert "exceeds maxParallelism" in ready["message"]
     assert get("deployment", "inv-engine", namespace, cluster) is None
     assert any(e["reason"] == "InvalidSpec" for e in events(namespace, "inv", cluster))
+
+
+def test_an_image_that_does_not_exist_is_reported_on_the_app(
+    cluster: ClusterEnv, operator: OperatorProcess, namespace: str, s3_bucket: str, s3_secret: str
+) -> None:
+    image = "rewind-examples/post-analytics:does-not-exist"
+    assert apply(namespace, app_body("noimage", s3_bucket, image=image), cluster).returncode == 0
+
+    def image_problem() -> dict[str, Any] | None:
+        ready = condition(get("sapp", "noimage", namespace, cluster), "Ready")
+        said = ready.get("message", "")
+        return ready if any(reason in said for reason in IMAGE_PROBLEMS) else None
+
+    ready = wait_until("the app to say its image is missing", image_problem)
+    assert ready["status"] == "False"
+    assert image in ready["message"], "the message names the image"
+    app = get("sapp", "noimage", namespace, cluster)
+    assert app is not None and app["status"]["phase"] != "Running"
 
 
 def test_workload_shape(
