@@ -293,6 +293,15 @@ logger.apache.level = WARN
 """
 
 
+def kafka_cluster_id() -> str:
+    """A new KRaft cluster id, as Kafka's own `Uuid.randomUuid` makes them: url-safe
+    base64 of 16 random bytes that does not start with "-", which StorageTool would
+    take for an option (it refused one in 64 ids, at random)."""
+    while (cid := urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cid
+
+
 def kafka_listeners(state: State, p: dict[str, int]) -> dict[str, str]:
     """Kafka's client listeners by name: PLAINTEXT on loopback and POD on the node IP,
     each advertised as itself (a client is sent back to the address of the listener it
@@ -354,7 +363,7 @@ def kafka(state: State, p: dict[str, int]) -> Spec:
             )
         )
         if not (home / "data" / "meta.properties").exists():
-            cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
                 check=True,

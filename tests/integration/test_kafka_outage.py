@@ -13,7 +13,6 @@ exactly once. While the broker is frozen, the job's control API must keep answer
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +35,7 @@ from rewind_engine.settings import Settings, SnapshotSettings
 from rewind_engine.testing import free_port, read_committed_json
 
 from dev import leftovers
-from dev.plane import pins
+from dev.plane import components, pins
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -107,7 +105,7 @@ class Broker:
             "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
         )
         self.jvm.insert(1, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = components.kafka_cluster_id()
         subprocess.run(
             [*self.jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
             check=True,
