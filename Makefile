@@ -1,6 +1,9 @@
 # Every developer and CI command goes through here. See README.md.
 SHELL := /bin/bash
 PY := .venv/bin/python
+## pytest-xdist workers for `make test`: the integration tests mostly wait on pods and
+## processes, so three share two cores well (0 runs the suite in one process).
+TEST_WORKERS ?= 3
 
 .PHONY: bootstrap build cluster-up cluster-down lint crds test test-unit test-integration demo bench clean test-real-node
 
@@ -41,7 +44,7 @@ test-integration: build
 ## (its node runs the project's images in containerd), then the node's own tests, which
 ## end with `dev/cluster down` leaving nothing behind.
 test: build lint
-	.venv/bin/pytest tests
+	.venv/bin/pytest tests -n $(TEST_WORKERS)
 	dev/cluster down
 	.venv/bin/pytest tests_real_node
 

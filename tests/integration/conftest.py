@@ -2,8 +2,10 @@
 
 `cluster` (session) brings the cluster up unless it runs, exports its variables into
 this process's environment (so boto3, the Kubernetes client and child processes find
-it) and stops it at the end only if it started it. `namespace` and `s3_bucket` give each
-test a fresh, uniquely named place that is removed afterwards.
+it) and stops it at the end only if it started it, and never under pytest-xdist (`make
+test` runs the suite on several workers: one cannot know when the others are done).
+`namespace` and `s3_bucket` give each test a fresh, uniquely named place that is
+removed afterwards.
 
 Three rules keep a long-lived local cluster (and its machine) healthy and the README's
 order true:
@@ -14,7 +16,8 @@ order true:
 - no test namespace is left Terminating: apps are deleted with their namespace, and at
   the end of the session the finalizers of apps whose operator is gone are removed
   (a stuck namespace keeps kube-apiserver and etcd busy for good); the session fails if
-  one still remains.
+  one of its own still remains. A session deletes only namespaces it made
+  (`own_namespaces`): under pytest-xdist the others belong to running tests.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ClusterEnv]:
-    started = not devcluster.is_up()
+    started = not devcluster.is_up() and "PYTEST_XDIST_WORKER" not in os.environ
     env = devcluster.ensure_up()
     saved = {k: os.environ.get(k) for k in env.env()}
     os.environ.update(env.env())
@@ -84,10 +87,19 @@ def _unique(prefix: str, request: pytest.FixtureRequest, limit: int) -> str:
     return f"{prefix}-{base[: limit - len(prefix) - len(suffix) - 2].strip('-')}-{suffix}"
 
 
+@pytest.fixture(scope="session")
+def own_namespaces() -> set[str]:
+    """The test namespaces this session made (a fixture that makes one adds it)."""
+    return set()
+
+
 @pytest.fixture
-def namespace(cluster: ClusterEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    cluster: ClusterEnv, request: pytest.FixtureRequest, own_namespaces: set[str]
+) -> Iterator[str]:
     name = _unique(TEST_NAMESPACE_PREFIX.rstrip("-"), request, 63)
     devcluster.kubectl("create", "namespace", name, check=True, env=cluster)
+    own_namespaces.add(name)
     yield name
     # Apps first, while an operator that serves their finalizers may still run. Neither
     # is waited for: the namespace controller finishes the deletion in the background.
@@ -121,18 +133,21 @@ def release_orphaned_finalizers(cluster: ClusterEnv, namespace: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_namespace_left_terminating(cluster: ClusterEnv) -> Iterator[None]:
+def no_namespace_left_terminating(cluster: ClusterEnv, own_namespaces: set[str]) -> Iterator[None]:
     yield
     deadline = time.monotonic() + 300
-    while (left := _test_namespaces(cluster)) and time.monotonic() < deadline:
-        for name, phase in left.items():
-            if phase == "Terminating":
+    while time.monotonic() < deadline:
+        found = _test_namespaces(cluster)
+        for name, phase in found.items():
+            if phase == "Terminating":  # anyone's: its test is over, its operator may be
                 release_orphaned_finalizers(cluster, name)
-            else:  # a test that did not use the `namespace` fixture's teardown
+            elif name in own_namespaces:  # a test that skipped the fixture's teardown
                 devcluster.kubectl("delete", "namespace", name, "--wait=false", env=cluster)
+        left = sorted(own_namespaces & set(found))
+        if not left:
+            return
         time.sleep(2)
-    if left:
-        pytest.fail(f"test namespaces still not deleted after the session: {sorted(left)}")
+    pytest.fail(f"test namespaces still not deleted after the session: {left}")
 
 
 @pytest.fixture
@@ -188,7 +203,12 @@ def topic_factory(admin: AdminClient) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def crds(cluster: ClusterEnv) -> None:
     """Rewind's generated CRDs installed (idempotent) and Established."""
-    result = devcluster.kubectl("apply", "-f", str(REPO / "crds"), env=cluster)
+    # Another worker's `helm install` may create them at the same moment: apply's create
+    # then fails with AlreadyExists, and the next apply patches what it finds.
+    for _ in range(3):
+        result = devcluster.kubectl("apply", "-f", str(REPO / "crds"), env=cluster)
+        if result.returncode == 0:
+            break
     assert result.returncode == 0, result.stderr
     for name in ("streamapps.rewind.dev", "savepoints.rewind.dev"):
         devcluster.kubectl(

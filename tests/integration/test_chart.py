@@ -157,11 +157,12 @@ def release(cluster: ClusterEnv, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def other_namespace(cluster: ClusterEnv, namespace: str) -> Iterator[str]:
+def other_namespace(cluster: ClusterEnv, namespace: str, own_namespaces: set[str]) -> Iterator[str]:
     """A second fresh namespace beside `namespace`, deleted after the test."""
     name = f"{namespace[:58].rstrip('-')}-b"
     created = kubectl(cluster, "create", "namespace", name)
     assert created.returncode == 0, created.stderr
+    own_namespaces.add(name)
     yield name
     kubectl(cluster, "delete", "namespace", name, "--wait=false")
 
