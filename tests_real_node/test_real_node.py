@@ -62,19 +62,27 @@ def test_pods_get_addresses_of_this_clusters_test_range(namespace: str) -> None:
     assert ipaddress.ip_address(status["podIP"]) in ipaddress.ip_network(net.pod_cidr)
 
 
-def test_a_cluster_ip_service_answers_through_kube_proxy(namespace: str) -> None:
-    server = ["python", "-m", "http.server", "8081", "--directory", "/opt/rewind"]
-    start(namespace, pod("web", "rewind/engine:0.1.0", server))
+def cluster_ip_service(namespace: str, name: str, app: str) -> str:
+    """A Service `name` on port 80 in front of the pods labelled `app` (port 8081);
+    returns its ClusterIP."""
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8081}]},
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8081}]},
     }
     kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(service))
-    ip = json.loads(kubectl("get", "svc", "web", "-o", "json", namespace=namespace))["spec"][
-        "clusterIP"
-    ]
+    return str(
+        json.loads(kubectl("get", "svc", name, "-o", "json", namespace=namespace))["spec"][
+            "clusterIP"
+        ]
+    )
+
+
+def test_a_cluster_ip_service_answers_through_kube_proxy(namespace: str) -> None:
+    server = ["python", "-m", "http.server", "8081", "--directory", "/opt/rewind"]
+    start(namespace, pod("web", "rewind/engine:0.1.0", server))
+    ip = cluster_ip_service(namespace, "web", app="web")
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(
         NodeNet.of(State.default()).service_cidr
     )
@@ -94,16 +102,7 @@ RESOLVE = "import socket, sys; print(socket.gethostbyname(sys.argv[1]))"
 
 def test_pods_resolve_services_by_name_and_no_other_name(namespace: str) -> None:
     start(namespace, pod("asker", "rewind/engine:0.1.0", SLEEP))
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "named"},
-        "spec": {"selector": {"app": "asker"}, "ports": [{"port": 80, "targetPort": 8081}]},
-    }
-    kubectl("apply", "-f", "-", namespace=namespace, input=json.dumps(service))
-    ip = json.loads(kubectl("get", "svc", "named", "-o", "json", namespace=namespace))["spec"][
-        "clusterIP"
-    ]
+    ip = cluster_ip_service(namespace, "named", app="asker")
     node = NodeNet.of(State.default()).gateway
     resolv = exec_(namespace, "asker", "cat", "/etc/resolv.conf").stdout
     assert f"nameserver {node}" in resolv and f"search {namespace}.svc.cluster.local" in resolv
